@@ -1,0 +1,84 @@
+"""The rollout interface: prompts in, G sampled completions per prompt out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingSettings(BaseModel):
+    """How completions are sampled; recorded with every rollout batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (method: 1.0).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k filter; 0 disables it.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest completion, in tokens.")
+    do_sample: bool = Field(True, description="False = greedy (evaluation).")
+    stop: list[str] = Field(
+        default_factory=list, description="Literal strings that end a completion (kept in it)."
+    )
+    stop_regex: str | None = Field(
+        None,
+        description="A regular expression that ends a completion once the text matches it, e.g. "
+        "the final-answer line; the matched text is kept.",
+    )
+
+
+@dataclass
+class RolloutBatch:
+    """Completions of a batch of prompts, G per prompt, groups contiguous (prompt i -> rows iG..iG+G-1)."""
+
+    prompt_ids: list[list[int]]  # one per prompt (shared by its group)
+    response_ids: list[list[int]]  # one per completion, trimmed to its real length
+    texts: list[str]
+    truncated: list[bool]  # hit max_new_tokens without eos or a stop
+    group_size: int
+    settings: SamplingSettings
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self.response_ids)
+
+    def group_of(self, row: int) -> int:
+        return row // self.group_size
+
+    def response_tensors(self, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded [N, T] response ids and their 0/1 mask (T = longest real response)."""
+        width = max((len(r) for r in self.response_ids), default=0)
+        ids = torch.full((len(self.response_ids), max(width, 1)), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids, dtype=torch.float32)
+        for i, r in enumerate(self.response_ids):
+            if r:
+                ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+                mask[i, : len(r)] = 1.0
+        return ids, mask
+
+
+class RolloutEngine(Protocol):
+    """Every engine (transformers generate, vLLM) answers the same call."""
+
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        group_size: int,
+        settings: SamplingSettings,
+        seed: int,
+        group_offset: int = 0,
+    ) -> RolloutBatch: ...
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the engine sample from the policy's current weights (after an optimizer step)."""
+        ...
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from parts, stable across processes and Python runs (unlike hash())."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

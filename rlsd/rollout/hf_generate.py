@@ -1,0 +1,168 @@
+"""The default rollout engine: transformers ``generate``, batched, with text stop conditions."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from rlsd.rollout.base import RolloutBatch, SamplingSettings, derive_seed
+
+
+class TextStop(StoppingCriteria):
+    """Ends each row once its generated text contains a stop string or matches the stop regex.
+
+    transformers pads rows that are done with the pad token, which for many chat models is also the
+    eos token; so the length at which each row stopped is recorded here rather than inferred later.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt_width: int,
+        stop: list[str],
+        stop_regex: str | None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+        self.stop = stop
+        self.pattern = re.compile(stop_regex) if stop_regex else None
+        self.stopped_at: dict[int, int] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        generated = input_ids[:, self.prompt_width :]
+        rows = [i for i in range(input_ids.shape[0]) if i not in self.stopped_at]
+        if rows:
+            texts = self.tokenizer.batch_decode(generated[rows], skip_special_tokens=True)
+            for i, text in zip(rows, texts, strict=True):
+                if any(s in text for s in self.stop) or (
+                    self.pattern and self.pattern.search(text)
+                ):
+                    self.stopped_at[i] = generated.shape[1]
+        for i in self.stopped_at:
+            done[i] = True
+        return done
+
+
+class HFGenerateEngine:
+    """Samples with ``model.generate``, at most ``max_batch_sequences`` rows per call.
+
+    Each call is seeded from (seed, first group of the call), so the same groups sampled in a
+    data-parallel rank or in a single process with the same chunking get the same tokens.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_batch_sequences: int = 64,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_sequences = max_batch_sequences
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return set(ids)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        # generate() runs on the live policy module: nothing to copy.
+        self.model = model
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        group_size: int,
+        settings: SamplingSettings,
+        seed: int,
+        group_offset: int = 0,
+    ) -> RolloutBatch:
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        groups_per_call = max(1, self.max_batch_sequences // group_size)
+        responses: list[list[int]] = []
+        truncated: list[bool] = []
+        t0 = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompt_ids), groups_per_call):
+                chunk = prompt_ids[start : start + groups_per_call]
+                rows = [p for p in chunk for _ in range(group_size)]
+                call_seed = derive_seed(seed, group_offset + start)
+                r, t = self._generate_rows(rows, settings, call_seed)
+                responses.extend(r)
+                truncated.extend(t)
+        finally:
+            self.model.train(was_training)
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return RolloutBatch(
+            prompt_ids=[list(p) for p in prompt_ids],
+            response_ids=responses,
+            texts=texts,
+            truncated=truncated,
+            group_size=group_size,
+            settings=settings,
+            timings={"generate": time.perf_counter() - t0},
+        )
+
+    def _generate_rows(
+        self, rows: list[list[int]], settings: SamplingSettings, seed: int
+    ) -> tuple[list[list[int]], list[bool]]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(r) for r in rows)
+        device = self.model.device
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
+            input_ids[i, width - len(r) :] = torch.tensor(r)
+            attention[i, width - len(r) :] = 1
+        stopper = None
+        criteria = StoppingCriteriaList()
+        if settings.stop or settings.stop_regex:
+            stopper = TextStop(self.tokenizer, width, settings.stop, settings.stop_regex)
+            criteria.append(stopper)
+        kwargs: dict = {"do_sample": settings.do_sample}
+        if settings.do_sample:
+            kwargs.update(
+                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None
+            )
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(seed)
+        out = self.model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=settings.max_new_tokens,
+            stopping_criteria=criteria,
+            pad_token_id=pad,
+            **kwargs,
+        )
+        generated = out[:, width:].cpu().tolist()
+        responses: list[list[int]] = []
+        truncated: list[bool] = []
+        for i, toks in enumerate(generated):
+            length = len(toks)
+            ended = False
+            for j, tok in enumerate(toks):
+                if tok in self.eos_ids:
+                    length, ended = j + 1, True  # the eos is part of the response: it is sampled
+                    break
+            if stopper is not None and i in stopper.stopped_at and stopper.stopped_at[i] <= length:
+                length, ended = stopper.stopped_at[i], True
+            responses.append(toks[:length])
+            truncated.append(not ended)
+        return responses, truncated

@@ -1,0 +1,200 @@
+"""The training configuration: one YAML file, validated here; field descriptions are the docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlsd.models.config import ModelConfig
+from rlsd.rollout.base import SamplingSettings
+from rlsd.tasks.arithmetic import ArithmeticTaskConfig
+
+PAPER_TEACHER_TEMPLATE = (
+    "{question}\n\nHere is a reference solution:\n{privileged_context}\n\n"
+    "After understanding the reference solution, please try to solve this problem using your own "
+    "approach."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Strict):
+    generator: Literal["arithmetic"] = Field(
+        "arithmetic", description="Which task source feeds training and evaluation."
+    )
+    arithmetic: ArithmeticTaskConfig = Field(
+        default_factory=ArithmeticTaskConfig, description="Settings of the arithmetic generator."
+    )
+
+
+class AlgoConfig(_Strict):
+    name: Literal["grpo", "rlsd", "opsd"] = Field(
+        "rlsd",
+        description="grpo: uniform credit (the control arm); rlsd: verifier direction + "
+        "self-teacher token magnitude; opsd: JSD distillation to the self-teacher (baseline).",
+    )
+    advantage: Literal["grpo", "dr_grpo"] = Field(
+        "grpo", description="grpo: (R - mean) / (std + 1e-6); dr_grpo: R - mean (no std)."
+    )
+    lam0: float = Field(0.5, ge=0.0, le=1.0, description="RLSD λ_0, the initial credit mix.")
+    lambda_decay_steps: int = Field(
+        50, ge=1, description="RLSD K_decay: λ falls linearly to 0 at this step (then plain GRPO)."
+    )
+    eps_w: float = Field(0.2, ge=0.0, lt=1.0, description="RLSD weight clip: w ∈ [1-ε_w, 1+ε_w].")
+    clip_low: float = Field(0.2, ge=0.0, description="PPO ratio clip below 1.")
+    clip_high: float = Field(0.28, ge=0.0, description="PPO ratio clip above 1 (clip-higher).")
+    dual_clip: float | None = Field(3.0, description="Dual-clip C for negative advantages.")
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
+        "token-mean", description="How per-token losses are reduced over the batch."
+    )
+    opsd_beta: float = Field(0.5, gt=0.0, lt=1.0, description="OPSD generalised-JSD β.")
+
+
+class TeacherConfig(_Strict):
+    sync_interval: int = Field(
+        0,
+        ge=0,
+        description="0: the teacher is the live policy (no extra memory); N: a frozen copy of the "
+        "policy refreshed every N optimizer steps (paper: 10).",
+    )
+    prompt_template: str = Field(
+        PAPER_TEACHER_TEMPLATE,
+        description="The teacher's last user turn; {question} is the student's last user turn, "
+        "{privileged_context} the task's privileged context.",
+    )
+    temperature: float | None = Field(
+        None, gt=0.0, description="Temperature of the teacher's log-probs; None = sampling's."
+    )
+    shared_prefix: bool = Field(
+        True,
+        description="Encode each group's teacher prompt once and let its G responses attend to "
+        "it (same result as encoding it G times, which False does).",
+    )
+
+
+class RolloutConfig(_Strict):
+    engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: GPU.")
+    group_size: int = Field(8, ge=2, description="G: completions sampled per prompt.")
+    prompts_per_step: int = Field(4, ge=1, description="Prompts per optimizer step (global).")
+    max_batch_sequences: int = Field(
+        64, ge=1, description="Most sequences per generate call (memory bound; CPU likes 32-64)."
+    )
+    sampling: SamplingSettings = Field(
+        default_factory=lambda: SamplingSettings(temperature=1.0, max_new_tokens=64),
+        description="Sampling settings of training rollouts.",
+    )
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-5, gt=0.0, description="AdamW learning rate (constant, no warm-up).")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clip.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps before the constant lr.")
+
+
+class EvalConfig(_Strict):
+    num_tasks: int = Field(64, ge=0, description="Held-out tasks evaluated (greedy); 0 = skip.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest evaluation completion.")
+    before: bool = Field(True, description="Evaluate the model before training.")
+    after: bool = Field(True, description="Evaluate the model after training.")
+    every: int = Field(0, ge=0, description="Also evaluate every N steps (0 = never).")
+
+
+class RunConfig(_Strict):
+    steps: int = Field(20, ge=1, description="Optimizer steps (one per rollout batch).")
+    seed: int = Field(0, description="Seed of data order, sampling and initialisation.")
+    micro_batch_sequences: int = Field(
+        32, ge=1, description="Sequences per forward/backward chunk (gradients accumulate)."
+    )
+    logprob_chunk_tokens: int = Field(
+        1024, ge=1, description="Tokens per chunk of the vocabulary projection (memory bound)."
+    )
+    output_dir: str = Field("runs/latest", description="Run folder: config, metrics, checkpoints.")
+    checkpoint_every: int = Field(
+        5, ge=0, description="Checkpoint every N steps (0 = only at end)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (oldest deleted).")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    algo: AlgoConfig = Field(default_factory=AlgoConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _teacher_template_fields(self) -> TrainConfig:
+        for key in ("{question}", "{privileged_context}"):
+            if key not in self.teacher.prompt_template:
+                raise ValueError(f"teacher.prompt_template must contain {key}")
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file, field and value."""
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
+) -> TrainConfig:
+    """Read a YAML config (or the defaults) and apply ``key.sub=value`` overrides."""
+    data: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        where = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{where}: no such config file") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{where}: the top level must be a mapping, got {type(data).__name__}"
+            )
+    if isinstance(overrides, list):
+        parsed = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.field=value")
+            k, v = item.split("=", 1)
+            parsed[k.strip()] = yaml.safe_load(v)
+        overrides = parsed
+    for k, v in (overrides or {}).items():
+        _set_dotted(data, k, v)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {field}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{where}: invalid configuration\n" + "\n".join(lines)) from None
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,165 @@
+"""Forward passes that turn (prompt, response) token lists into per-token hidden states.
+
+Only the hidden states that predict response tokens are kept ([M, H], M = real response tokens);
+the vocabulary projection happens later in chunks (``rlsd.algo.token_logprobs_from_hidden``), so no
+[N, T, V] tensor is ever built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import LlamaModel
+
+
+@dataclass
+class ResponseIndex:
+    """Where the M real response tokens of a batch sit in its right-padded [N, T] layout."""
+
+    rows: torch.Tensor  # [M] row of each token
+    cols: torch.Tensor  # [M] position of each token inside its response
+    targets: torch.Tensor  # [M] token ids
+    mask: torch.Tensor  # [N, T] float 0/1
+    lengths: list[int]
+
+    @classmethod
+    def build(cls, responses: list[list[int]]) -> ResponseIndex:
+        lengths = [len(r) for r in responses]
+        width = max(max(lengths, default=0), 1)
+        rows = torch.tensor([i for i, n in enumerate(lengths) for _ in range(n)], dtype=torch.long)
+        cols = torch.tensor([j for n in lengths for j in range(n)], dtype=torch.long)
+        targets = torch.tensor([t for r in responses for t in r], dtype=torch.long)
+        mask = torch.zeros(len(responses), width)
+        mask[rows, cols] = 1.0
+        return cls(rows, cols, targets, mask, lengths)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.targets.numel())
+
+    def scatter(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """[M] -> [N, T]; padding gets ``fill``. Differentiable."""
+        out = values.new_full(self.mask.shape, fill)
+        return out.index_put((self.rows, self.cols), values)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under PEFT / DDP wrappers."""
+    if hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    head = unwrap(model).get_output_embeddings()
+    return head.weight, getattr(head, "bias", None)
+
+
+# transformers 5.2x renamed the decoder's ``past_key_values`` argument and output to ``cache``.
+_CACHE_KW = (
+    "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+)
+
+
+def _decoder(model: nn.Module) -> nn.Module:
+    return unwrap(model).get_decoder()
+
+
+def response_hidden_plain(
+    model: nn.Module,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    pad_id: int,
+) -> torch.Tensor:
+    """Hidden states predicting each response token, one full sequence per row.
+
+    Row i is prompt_i + response_i[:-1] (the last token is predicted, never fed); the result is
+    [M, H] in ResponseIndex order. Gradients flow when called with grad enabled.
+    """
+    device = next(model.parameters()).device
+    seqs = [p + r[:-1] for p, r in zip(prompts, responses, strict=True)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):  # right padding: positions 0..len-1 are the real ones
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+    hidden = _decoder(model)(
+        input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False
+    ).last_hidden_state
+    rows = [i for i, r in enumerate(responses) for _ in range(len(r))]
+    cols = [len(prompts[i]) - 1 + j for i, r in enumerate(responses) for j in range(len(r))]
+    return hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+
+
+@torch.no_grad()
+def response_hidden_shared_prefix(
+    model: nn.Module,
+    prefixes: list[list[int]],
+    responses: list[list[int]],
+    group_size: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """Hidden states predicting each response token, encoding each group's prefix once.
+
+    ``prefixes[g]`` is shared by responses g*G .. g*G+G-1. The prefix is run once per group with a
+    KV cache; the cache is repeated G times and the responses attend to it. Same result as
+    ``response_hidden_plain`` on prefix + response (tested), at 1/G of the prefix cost.
+    No gradient: this is the teacher's pass.
+    """
+    if len(responses) != len(prefixes) * group_size:
+        raise ValueError(
+            f"{len(responses)} responses do not make {len(prefixes)} groups of {group_size}"
+        )
+    device = next(model.parameters()).device
+    decoder = _decoder(model)
+    b = len(prefixes)
+    width = max(len(p) for p in prefixes)
+    pids = torch.full((b, width), pad_id, dtype=torch.long)
+    pmask = torch.zeros_like(pids)
+    for i, p in enumerate(prefixes):  # left padding: the last prefix token is in the last column
+        pids[i, width - len(p) :] = torch.tensor(p)
+        pmask[i, width - len(p) :] = 1
+    ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
+    out = decoder(
+        input_ids=pids.to(device),
+        attention_mask=pmask.to(device),
+        position_ids=ppos.to(device),
+        use_cache=True,
+    )
+    first = out.last_hidden_state[:, -1].repeat_interleave(group_size, dim=0)  # predicts token 0
+    cache = out.cache if _CACHE_KW == "cache" else out.past_key_values
+    cache.batch_repeat_interleave(group_size)
+
+    rest = [r[:-1] for r in responses]
+    rwidth = max((len(r) for r in rest), default=0)
+    if rwidth > 0:
+        rids = torch.full((len(rest), rwidth), pad_id, dtype=torch.long)
+        rmask = torch.zeros_like(rids)
+        for i, r in enumerate(rest):
+            if r:
+                rids[i, : len(r)] = torch.tensor(r)
+                rmask[i, : len(r)] = 1
+        plen = pmask.sum(-1).repeat_interleave(group_size)
+        rpos = plen[:, None] + torch.arange(rwidth)[None, :]
+        full_mask = torch.cat([pmask.repeat_interleave(group_size, dim=0), rmask], dim=1)
+        hidden = decoder(
+            input_ids=rids.to(device),
+            attention_mask=full_mask.to(device),
+            position_ids=rpos.to(device),
+            use_cache=True,
+            **{_CACHE_KW: cache},
+        ).last_hidden_state
+    out_rows = []
+    for i, r in enumerate(responses):
+        if not r:
+            continue
+        out_rows.append(first[i : i + 1])
+        if len(r) > 1:
+            out_rows.append(hidden[i, : len(r) - 1])
+    return torch.cat(out_rows, dim=0)

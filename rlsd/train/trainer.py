@@ -1,0 +1,700 @@
+"""The trainer: rollout -> verify -> teacher pass -> advantages -> loss -> AdamW step.
+
+One optimizer step per rollout batch (on-policy), so pi_old is the policy that sampled and its
+log-probs are the detached log-probs of the update's own forward: no separate old-log-prob pass.
+Data parallel through accelerate: each rank samples a slice of the prompts, losses are normalised
+by global token counts, and gradients are summed across ranks, so N processes give the same update
+as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from rlsd import algo
+from rlsd.models import LoadedPolicy, load_policy
+from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
+from rlsd.tasks import Task, generate_tasks
+from rlsd.train.batch import student_prompt_ids, tasks_for_step, teacher_prompt_ids
+from rlsd.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlsd.train.config import TrainConfig, dump_config
+from rlsd.train.evaluate import EvalResult, evaluate
+from rlsd.train.forward import (
+    ResponseIndex,
+    output_head,
+    response_hidden_plain,
+    response_hidden_shared_prefix,
+)
+from rlsd.train.metrics import JsonlSink, MetricsSink, MultiSink, read_metrics
+from rlsd.train.rewards import score_responses
+from rlsd.train.teacher import SelfTeacher
+
+log = logging.getLogger("rlsd.train")
+
+# Fields that may change between a run and its resumption without changing its trajectory.
+_RESUME_FREE = {
+    "run.steps",
+    "run.output_dir",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.num_threads",
+    "eval",
+}
+
+
+class ResumeError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: list[dict]
+    eval_before: EvalResult | None
+    eval_after: EvalResult | None
+    final_model_dir: Path | None
+    model_source: str = ""
+    model_digest: str = ""
+
+
+@dataclass
+class Session:
+    """Everything a step needs; built once by ``setup``."""
+
+    cfg: TrainConfig
+    acc: Accelerator
+    policy: LoadedPolicy
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    teacher: SelfTeacher | None
+    engine: Any
+    train_tasks: list[Task]
+    heldout_tasks: list[Task]
+    output_dir: Path
+    start_step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.policy.model
+
+    @property
+    def pad_id(self) -> int:
+        return self.policy.tokenizer.pad_token_id
+
+
+# --------------------------------------------------------------------------------------------
+# The step, as a story
+
+
+def train_step(s: Session, step: int) -> dict[str, float]:
+    """One optimizer step (``step`` is 0-based); returns the step's metrics, reduced over ranks."""
+    cfg = s.cfg
+    t_step = time.perf_counter()
+    if s.teacher is not None:
+        s.teacher.maybe_sync(step)
+    tasks = local_tasks(s, step)
+    rollout = rollout_phase(s, tasks, step)
+    t0 = time.perf_counter()
+    group_tasks = [t for t in tasks for _ in range(cfg.rollout.group_size)]
+    results = score_responses(rollout.texts, group_tasks)
+    t_verify = time.perf_counter() - t0
+    rewards = torch.tensor([r.score for r in results], dtype=torch.float32)
+    advantages = algo.get_advantage_estimator(cfg.algo.advantage)(rewards, cfg.rollout.group_size)
+    index = ResponseIndex.build(rollout.response_ids)
+    t0 = time.perf_counter()
+    teacher_out = teacher_phase(s, tasks, rollout, index) if cfg.algo.name != "grpo" else None
+    t_teacher = time.perf_counter() - t0
+    lam = algo.lambda_schedule(step, cfg.algo.lam0, cfg.algo.lambda_decay_steps)
+    t0 = time.perf_counter()
+    update = update_phase(s, tasks, rollout, advantages, teacher_out, index, lam)
+    t_update = time.perf_counter() - t0
+    t_total = time.perf_counter() - t_step
+
+    return step_metrics(
+        s,
+        rollout,
+        rewards,
+        torch.tensor([r.passed for r in results], dtype=torch.float32),
+        update,
+        lam,
+        timings={
+            "time/generate": rollout.timings["generate"],
+            "time/verify": t_verify,
+            "time/teacher": t_teacher,
+            "time/old_logprob": 0.0,  # on-policy: pi_old is the detached update forward
+            "time/update": t_update,
+            "time/step": t_total,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+
+
+def local_tasks(s: Session, step: int) -> list[Task]:
+    cfg = s.cfg
+    world, rank = s.acc.num_processes, s.acc.process_index
+    batch = tasks_for_step(s.train_tasks, step, cfg.rollout.prompts_per_step, cfg.run.seed)
+    per_rank = cfg.rollout.prompts_per_step // world
+    return batch[rank * per_rank : (rank + 1) * per_rank]
+
+
+def rollout_phase(s: Session, tasks: list[Task], step: int) -> RolloutBatch:
+    cfg = s.cfg
+    prompts = [student_prompt_ids(s.policy.tokenizer, t) for t in tasks]
+    per_rank = cfg.rollout.prompts_per_step // s.acc.num_processes
+    return s.engine.generate(
+        prompts,
+        cfg.rollout.group_size,
+        cfg.rollout.sampling,
+        seed=derive_seed(cfg.run.seed, "rollout", step),
+        group_offset=s.acc.process_index * per_rank,
+    )
+
+
+def _temperature(cfg: TrainConfig) -> float:
+    t = cfg.teacher.temperature or cfg.rollout.sampling.temperature
+    return t if t > 0 else 1.0
+
+
+@torch.no_grad()
+def teacher_phase(
+    s: Session, tasks: list[Task], rollout: RolloutBatch, index: ResponseIndex
+) -> torch.Tensor:
+    """RLSD: teacher log-probs [N, T] of the sampled tokens. OPSD: teacher hidden states [M, H]."""
+    cfg = s.cfg
+    module = s.teacher.module
+    tok = s.policy.tokenizer
+    G = cfg.rollout.group_size
+    prefixes = [teacher_prompt_ids(tok, t, cfg.teacher.prompt_template) for t in tasks]
+    groups_per_chunk = max(1, cfg.run.micro_batch_sequences // G)
+    was_training = module.training
+    module.eval()
+    pieces = []
+    try:
+        for g0 in range(0, len(prefixes), groups_per_chunk):
+            chunk_prefixes = prefixes[g0 : g0 + groups_per_chunk]
+            chunk_resp = rollout.response_ids[g0 * G : (g0 + len(chunk_prefixes)) * G]
+            if cfg.teacher.shared_prefix:
+                pieces.append(
+                    response_hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id)
+                )
+            else:
+                per_seq = [p for p in chunk_prefixes for _ in range(G)]
+                pieces.append(response_hidden_plain(module, per_seq, chunk_resp, s.pad_id))
+    finally:
+        module.train(was_training)
+    hidden = torch.cat(pieces, dim=0)
+    if cfg.algo.name == "opsd":
+        return hidden
+    weight, bias = output_head(module)
+    logp, _ = algo.token_logprobs_from_hidden(
+        hidden,
+        weight,
+        index.targets.to(hidden.device),
+        bias,
+        _temperature(cfg),
+        cfg.run.logprob_chunk_tokens,
+        return_entropy=False,
+    )
+    return index.scatter(logp.float().cpu())
+
+
+@dataclass
+class UpdateStats:
+    loss: float
+    grad_norm: float
+    sums: dict[str, float]
+    weights: dict[str, float]
+    entropy_sum: float
+    num_tokens: int
+
+
+def update_phase(
+    s: Session,
+    tasks: list[Task],
+    rollout: RolloutBatch,
+    advantages: torch.Tensor,
+    teacher_out: torch.Tensor | None,
+    index: ResponseIndex,
+    lam: float,
+) -> UpdateStats:
+    cfg = s.cfg
+    model = s.model
+    G = cfg.rollout.group_size
+    temperature = _temperature(cfg)
+    prompts = [p for p in rollout.prompt_ids for _ in range(G)]
+    responses = rollout.response_ids
+    global_tokens = max(1, int(s.acc.reduce(torch.tensor(index.num_tokens), "sum").item()))
+    global_seqs = cfg.rollout.prompts_per_step * G
+    weight, bias = output_head(model)
+    device = weight.device
+
+    model.train()
+    s.optimizer.zero_grad(set_to_none=True)
+    total_loss, entropy_sum = 0.0, 0.0
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    token_offset = 0
+    mb = cfg.run.micro_batch_sequences
+    for start in range(0, len(responses), mb):
+        rows = list(range(start, min(len(responses), start + mb)))
+        sub_resp = [responses[i] for i in rows]
+        sub = ResponseIndex.build(sub_resp)
+        if sub.num_tokens == 0:
+            continue
+        mask = sub.mask.to(device)
+        width = mask.shape[1]
+        hidden = response_hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
+        adv = advantages[rows].to(device)
+        if cfg.algo.name == "opsd":
+            t_hidden = teacher_out[token_offset : token_offset + sub.num_tokens].to(device)
+            s_logits = torch.nn.functional.linear(hidden, weight, bias)
+            with torch.no_grad():
+                t_logits = torch.nn.functional.linear(t_hidden, weight, bias)
+            loss, stats = algo.opsd_jsd_loss(
+                s_logits[None],
+                t_logits[None],
+                torch.ones(1, sub.num_tokens, device=device),
+                beta=cfg.algo.opsd_beta,
+                num_tokens=global_tokens,
+                temperature=temperature,
+            )
+            with torch.no_grad():
+                ent = _entropy_from_logits(s_logits / temperature)
+            _accumulate(sums, weights, stats, sub.num_tokens)
+        else:
+            logp_flat, ent = algo.token_logprobs_from_hidden(
+                hidden,
+                weight,
+                sub.targets.to(device),
+                bias,
+                temperature,
+                cfg.run.logprob_chunk_tokens,
+            )
+            logp = sub.scatter(logp_flat)
+            if cfg.algo.name == "rlsd":
+                t_logp = teacher_out[rows, :width].to(device)
+                token_adv = algo.rlsd_token_advantages(
+                    adv, t_logp, logp.detach(), mask, lam, cfg.algo.eps_w
+                )
+                credit = algo.rlsd_credit_stats(adv, t_logp, logp.detach(), mask, cfg.algo.eps_w)
+                informative = float(((adv != 0)[:, None] * mask).sum())
+                _accumulate(sums, weights, credit, informative)
+            else:
+                token_adv = adv[:, None] * mask
+            loss, stats = algo.ppo_clip_loss(
+                logp,
+                logp.detach(),
+                token_adv,
+                mask,
+                clip_low=cfg.algo.clip_low,
+                clip_high=cfg.algo.clip_high,
+                dual_clip=cfg.algo.dual_clip,
+                agg=cfg.algo.loss_agg,
+                num_tokens=global_tokens,
+                num_seqs=global_seqs,
+                norm_len=cfg.rollout.sampling.max_new_tokens,
+            )
+            _accumulate(sums, weights, stats, sub.num_tokens)
+        loss.backward()
+        total_loss += float(loss.detach())
+        entropy_sum += float(ent.detach().sum())
+        token_offset += sub.num_tokens
+
+    _sum_gradients_across_ranks(s)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+    s.optimizer.step()
+    s.scheduler.step()
+    return UpdateStats(total_loss, grad_norm, sums, weights, entropy_sum, index.num_tokens)
+
+
+def _entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _accumulate(sums: dict, weights: dict, stats: dict[str, float], weight: float) -> None:
+    for k, v in stats.items():
+        sums[k] = sums.get(k, 0.0) + float(v) * weight
+        weights[k] = weights.get(k, 0.0) + weight
+
+
+def _sum_gradients_across_ranks(s: Session) -> None:
+    """Losses are normalised by global counts, so the global gradient is the sum over ranks."""
+    if s.acc.num_processes == 1:
+        return
+    params = [p for p in s.model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    flat = s.acc.reduce(flat, "sum")
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p))
+        offset += n
+
+
+def step_metrics(
+    s: Session,
+    rollout: RolloutBatch,
+    rewards: torch.Tensor,
+    passed: torch.Tensor,
+    update: UpdateStats,
+    lam: float,
+    timings: dict[str, float],
+) -> dict[str, float]:
+    """Metrics of the global batch: per-sequence values gathered, per-token ones token-weighted."""
+    acc, G = s.acc, s.cfg.rollout.group_size
+    lengths = torch.tensor([len(r) for r in rollout.response_ids], dtype=torch.float32)
+    clipped = torch.tensor(rollout.truncated, dtype=torch.float32)
+    rewards, passed, lengths, clipped = (
+        acc.gather(x.to(acc.device)).cpu() for x in (rewards, passed, lengths, clipped)
+    )
+    keys = sorted(update.sums)
+    packed = torch.tensor(
+        [update.sums[k] for k in keys]
+        + [update.weights[k] for k in keys]
+        + [update.entropy_sum, float(update.num_tokens), update.loss],
+        dtype=torch.float64,
+    )
+    packed = acc.reduce(packed.to(acc.device), "sum").cpu()
+    n = len(keys)
+    sums, wts = packed[:n], packed[n : 2 * n]
+    entropy_sum, tokens, loss = packed[2 * n :].tolist()
+    groups = rewards.view(-1, G)
+    gen_time = acc.reduce(torch.tensor(timings["time/generate"]), "mean").item()
+    m = {
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+        "accuracy": passed.mean().item(),
+        "groups/zero_variance_frac": (groups.max(1).values == groups.min(1).values)
+        .float()
+        .mean()
+        .item(),
+        "response/length_mean": lengths.mean().item(),
+        "response/length_max": lengths.max().item(),
+        "response/clipped_frac": clipped.mean().item(),
+        "actor/loss": loss,
+        "actor/entropy": entropy_sum / max(tokens, 1.0),
+        "actor/grad_norm": update.grad_norm,
+        "actor/lr": s.scheduler.get_last_lr()[0],
+        "rlsd/lambda": lam if s.cfg.algo.name == "rlsd" else 0.0,
+        "perf/tokens_per_s": tokens / max(timings["time/step"], 1e-9),
+        "perf/generate_tokens_per_s": tokens / max(gen_time, 1e-9),
+    }
+    for i, k in enumerate(keys):
+        m[k] = float(sums[i] / wts[i]) if wts[i] > 0 else 0.0
+    for k, v in timings.items():
+        m[k] = acc.reduce(torch.tensor(float(v)), "mean").item()
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# Setup, loop, evaluation
+
+
+def _check_config(cfg: TrainConfig, world: int) -> None:
+    if cfg.rollout.prompts_per_step % world != 0:
+        raise ValueError(
+            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must divide evenly over "
+            f"{world} processes"
+        )
+    if cfg.rollout.engine == "vllm" and world > 1:
+        raise ValueError("rollout.engine='vllm' is single-process in this version")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    a, b = _flatten(saved.model_dump(mode="json")), _flatten(current.model_dump(mode="json"))
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in _RESUME_FREE or key.split(".")[0] in _RESUME_FREE:
+            continue
+        if a.get(key) != b.get(key):
+            diffs.append(f"{key}: checkpoint {a.get(key)!r} vs now {b.get(key)!r}")
+    return diffs
+
+
+def make_engine(cfg: TrainConfig, policy: LoadedPolicy):
+    if cfg.rollout.engine == "vllm":
+        from rlsd.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(policy.path)
+    return HFGenerateEngine(policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences)
+
+
+def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Session:
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    _check_config(cfg, acc.num_processes)
+    if cfg.run.num_threads:
+        torch.set_num_threads(cfg.run.num_threads)
+    torch.manual_seed(cfg.run.seed)
+    output_dir = Path(cfg.run.output_dir)
+    ckpt_root = output_dir / "checkpoints"
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None and not resume and not overwrite:
+        raise ResumeError(
+            f"{output_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
+            "continue that run or --overwrite to start again"
+        )
+    if resume and latest is not None:
+        from rlsd.train.config import load_config
+
+        saved = load_config(output_dir / "config.yaml")
+        if conflicts := _resume_conflicts(saved, cfg):
+            raise ResumeError(
+                f"cannot resume {output_dir}: the configuration differs from the checkpoint's:\n  "
+                + "\n  ".join(conflicts)
+            )
+    acc.wait_for_everyone()
+    if overwrite and not resume and acc.is_main_process and ckpt_root.exists():
+        import shutil
+
+        shutil.rmtree(ckpt_root)
+
+    policy = load_policy(cfg.model)
+    policy.model.to(acc.device)
+    train_tasks, heldout = generate_tasks(cfg.task.generator, getattr(cfg.task, cfg.task.generator))
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=cfg.optim.lr,
+        betas=cfg.optim.betas,
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    warmup = cfg.optim.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0
+    )
+    teacher = (
+        SelfTeacher(policy.model, cfg.teacher.sync_interval) if cfg.algo.name != "grpo" else None
+    )
+    session = Session(
+        cfg,
+        acc,
+        policy,
+        optimizer,
+        scheduler,
+        teacher,
+        make_engine(cfg, policy),
+        train_tasks,
+        heldout,
+        output_dir,
+    )
+    if resume and latest is not None:
+        state = load_checkpoint(
+            latest,
+            policy.model,
+            optimizer,
+            scheduler,
+            teacher.frozen if teacher is not None else None,
+            acc.process_index,
+        )
+        session.start_step = int(state["step"])
+        log.info("resumed %s at step %d", latest, session.start_step)
+    if acc.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(dump_config(cfg))
+    acc.wait_for_everyone()
+    return session
+
+
+def run_eval(s: Session) -> EvalResult:
+    """Greedy held-out accuracy; ranks split the tasks and the main process merges."""
+    cfg = s.cfg
+    tasks = s.heldout_tasks[: cfg.eval.num_tasks]
+    world, rank = s.acc.num_processes, s.acc.process_index
+    mine = tasks[rank::world]
+    res = evaluate(
+        s.model,
+        s.policy.tokenizer,
+        mine,
+        cfg.eval.max_new_tokens,
+        cfg.rollout.max_batch_sequences,
+        cfg.rollout.sampling.stop_regex,
+    )
+    if world == 1:
+        return res
+    from accelerate.utils import gather_object
+
+    rows = gather_object(res.rows)
+    lengths = gather_object([res.mean_response_tokens * res.num_tasks])
+    correct = sum(r["passed"] for r in rows)
+    return EvalResult(
+        correct / max(len(rows), 1), len(rows), correct, sum(lengths) / max(len(rows), 1), rows
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    sinks: tuple[MetricsSink, ...] = (),
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train one arm for ``cfg.run.steps`` optimizer steps; evaluate before and after."""
+    s = setup(cfg, resume=resume, overwrite=overwrite)
+    main = s.acc.is_main_process
+    out = s.output_dir
+    metrics_path = out / "metrics.jsonl"
+    sink: MetricsSink | None = None
+    if main:
+        jsonl = JsonlSink(metrics_path, resume_from_step=s.start_step if resume else None)
+        sink = MultiSink(jsonl, *sinks)
+
+    eval_before = None
+    if cfg.eval.before and cfg.eval.num_tasks and s.start_step == 0:
+        eval_before = run_eval(s)
+        _write_eval(s, "eval_before.json", eval_before)
+    elif (out / "eval_before.json").exists():
+        eval_before = _read_eval(out / "eval_before.json")
+
+    progress = _progress(show_progress and main, cfg)
+    every = cfg.run.checkpoint_every
+    with progress as bar:
+        task_id = bar.add_task(
+            f"{cfg.algo.name} training", total=cfg.run.steps, completed=s.start_step, info=""
+        )
+        for step in range(s.start_step, cfg.run.steps):
+            metrics = train_step(s, step)
+            done = step + 1
+            if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.run.steps:
+                metrics.update(run_eval(s).summary())
+            if not all(math.isfinite(v) for k, v in metrics.items() if k.startswith("actor/")):
+                log.warning("step %d: non-finite actor metrics %s", done, metrics)
+            if sink is not None:
+                sink.log(done, metrics)
+            bar.update(task_id, completed=done, info=_progress_info(metrics))
+            if (every and done % every == 0) or done == cfg.run.steps:
+                _checkpoint(s, done)
+    eval_after = None
+    if cfg.eval.after and cfg.eval.num_tasks:
+        eval_after = run_eval(s)
+        _write_eval(s, "eval_after.json", eval_after)
+    final_dir = _save_final(s)
+    if sink is not None:
+        sink.close()
+    rows = read_metrics(metrics_path) if main else []
+    return TrainResult(
+        out, rows, eval_before, eval_after, final_dir, s.policy.source, s.policy.digest
+    )
+
+
+def _checkpoint(s: Session, done: int) -> None:
+    state = {
+        "data_position": done * s.cfg.rollout.prompts_per_step,
+        "seed": s.cfg.run.seed,
+        "algo": s.cfg.algo.name,
+        "model_source": s.policy.source,
+        "model_digest": s.policy.digest,
+    }
+    save_checkpoint(
+        s.output_dir / "checkpoints",
+        done,
+        s.model,
+        s.optimizer,
+        s.scheduler,
+        state,
+        teacher=s.teacher.frozen if s.teacher is not None else None,
+        rank=s.acc.process_index,
+        is_main=s.acc.is_main_process,
+        keep=s.cfg.run.keep_checkpoints,
+        barrier=s.acc.wait_for_everyone,
+    )
+
+
+def _save_final(s: Session) -> Path | None:
+    final = s.output_dir / "final"
+    if s.acc.is_main_process:
+        s.model.save_pretrained(final)
+        s.policy.tokenizer.save_pretrained(final)
+    s.acc.wait_for_everyone()
+    return final
+
+
+def _write_eval(s: Session, name: str, res: EvalResult) -> None:
+    if s.acc.is_main_process:
+        payload = {
+            "accuracy": res.accuracy,
+            "num_tasks": res.num_tasks,
+            "num_correct": res.num_correct,
+            "mean_response_tokens": res.mean_response_tokens,
+            "rows": res.rows,
+        }
+        (s.output_dir / name).write_text(json.dumps(payload, indent=1))
+
+
+def _read_eval(path: Path) -> EvalResult:
+    d = json.loads(path.read_text())
+    return EvalResult(
+        d["accuracy"], d["num_tasks"], d["num_correct"], d["mean_response_tokens"], d["rows"]
+    )
+
+
+def _progress_info(m: dict[str, float]) -> str:
+    return (
+        f"reward {m['reward/mean']:.2f}  acc {m['accuracy']:.2f}  "
+        f"ent {m['actor/entropy']:.2f}  {m['time/step']:.1f}s/step"
+    )
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+
+def _progress(enabled: bool, cfg: TrainConfig):
+    if not enabled or os.environ.get("RLSD_NO_PROGRESS"):
+        return _NoProgress()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
