@@ -126,6 +126,8 @@ def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
         source, digest, load_from = f"local:{path}", _dir_digest(path, cache_dir), str(path)
     elif Path(name).expanduser().exists():
         raise ValueError(f"model.name_or_path={name!r} exists but is not a model directory")
+    elif name.startswith(("/", "./", "../", "~")):
+        raise FileNotFoundError(f"model.name_or_path={name!r}: no such directory")
     else:
         # A hub id: works only where the machine can reach a hub (never at run time here).
         source, digest, load_from, path = f"hub:{name}", "hub", name, None

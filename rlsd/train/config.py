@@ -30,6 +30,11 @@ class TaskConfig(_Strict):
     arithmetic: ArithmeticTaskConfig = Field(
         default_factory=ArithmeticTaskConfig, description="Settings of the arithmetic generator."
     )
+    verifier: str | None = Field(
+        None,
+        description="Score every task with this registered verifier instead of the one each task "
+        "names (None = the task's own).",
+    )
 
 
 class AlgoConfig(_Strict):

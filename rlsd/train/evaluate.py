@@ -36,6 +36,7 @@ def evaluate(
     max_new_tokens: int = 64,
     max_batch_sequences: int = 64,
     stop_regex: str | None = None,
+    verifier_override: str | None = None,
 ) -> EvalResult:
     if not tasks:
         return EvalResult(0.0, 0, 0, 0.0)
@@ -44,7 +45,7 @@ def evaluate(
         do_sample=False, max_new_tokens=max_new_tokens, stop_regex=stop_regex
     )
     batch = engine.generate([student_prompt_ids(tokenizer, t) for t in tasks], 1, settings, seed=0)
-    results = score_responses(batch.texts, tasks)
+    results = score_responses(batch.texts, tasks, verifier_override)
     correct = sum(r.passed for r in results)
     rows = [
         {

@@ -107,7 +107,7 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     rollout = rollout_phase(s, tasks, step)
     t0 = time.perf_counter()
     group_tasks = [t for t in tasks for _ in range(cfg.rollout.group_size)]
-    results = score_responses(rollout.texts, group_tasks)
+    results = score_responses(rollout.texts, group_tasks, cfg.task.verifier)
     t_verify = time.perf_counter() - t0
     rewards = torch.tensor([r.score for r in results], dtype=torch.float32)
     advantages = algo.get_advantage_estimator(cfg.algo.advantage)(rewards, cfg.rollout.group_size)
@@ -397,6 +397,7 @@ def step_metrics(
         "rlsd/lambda": lam if s.cfg.algo.name == "rlsd" else 0.0,
         "perf/tokens_per_s": tokens / max(timings["time/step"], 1e-9),
         "perf/generate_tokens_per_s": tokens / max(gen_time, 1e-9),
+        "dist/num_processes": float(acc.num_processes),
     }
     for i, k in enumerate(keys):
         m[k] = float(sums[i] / wts[i]) if wts[i] > 0 else 0.0
@@ -539,6 +540,7 @@ def run_eval(s: Session) -> EvalResult:
         cfg.eval.max_new_tokens,
         cfg.rollout.max_batch_sequences,
         cfg.rollout.sampling.stop_regex,
+        cfg.task.verifier,
     )
     if world == 1:
         return res

@@ -1,0 +1,3 @@
+from rlsd.cli import app
+
+app()

@@ -1,0 +1,222 @@
+"""The ``rlsd`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Retrain small models with RLSD (verifier direction + self-teacher token credit) beside "
+    "a GRPO control arm.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(
+    help="The policy model: prepare the bundled SmolLM2, make a tiny test model."
+)
+config_app = typer.Typer(help="Configuration files: print the resolved configuration.")
+app.add_typer(model_app, name="model")
+app.add_typer(config_app, name="config")
+console = Console()
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config; default: the embedded defaults.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: --set rollout.group_size=4 (repeatable)."),
+]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console)])
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(config: Path | None, sets: list[str] | None, extra: dict | None = None):
+    from rlsd.configs import DEFAULT_CONFIG
+    from rlsd.train.config import ConfigError, load_config
+
+    overrides = list(sets or [])
+    for k, v in (extra or {}).items():
+        if v is not None:
+            overrides.append(f"{k}={v}")
+    try:
+        return load_config(config or DEFAULT_CONFIG, overrides)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    algo: Annotated[
+        str | None, typer.Option(help="rlsd | grpo | opsd (overrides algo.name).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (run.steps).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run folder (run.output_dir).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (run.seed).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the run folder's latest checkpoint.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard the run folder's checkpoints.")] = False,
+    set_: SetOpt = None,
+    verbose: bool = False,
+) -> None:
+    """Train one arm (RLSD, GRPO or OPSD) and print held-out accuracy before and after."""
+    _setup_logging(verbose)
+    from rlsd.train.trainer import ResumeError
+    from rlsd.train.trainer import train as run_train
+
+    cfg = _load(
+        config,
+        set_,
+        {"algo.name": algo, "run.steps": steps, "run.output_dir": output_dir, "run.seed": seed},
+    )
+    try:
+        result = run_train(cfg, resume=resume, overwrite=overwrite)
+    except ResumeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    before = result.eval_before.accuracy if result.eval_before else None
+    after = result.eval_after.accuracy if result.eval_after else None
+    console.print(
+        f"[bold]{cfg.algo.name}[/bold]: held-out accuracy {_pct(before)} → {_pct(after)} "
+        f"({result.eval_after.num_tasks if result.eval_after else 0} tasks, greedy); "
+        f"run folder {result.output_dir}"
+    )
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per arm.")] = 8,
+    output_dir: Annotated[str, typer.Option(help="Folder of the demo's runs.")] = "runs/demo",
+    algos: Annotated[str, typer.Option(help="Comma-separated arms.")] = "rlsd,grpo",
+    set_: SetOpt = None,
+) -> None:
+    """RLSD beside the GRPO control on the embedded defaults; prints a comparison table."""
+    _setup_logging()
+    from rlsd.compare import run_comparison
+
+    cfg = _load(config, set_, {"run.steps": steps})
+    arms = [a.strip() for a in algos.split(",") if a.strip()]
+    summaries = run_comparison(cfg, arms, output_dir)
+    table = Table(
+        title=f"RLSD vs GRPO control — {cfg.model.name_or_path}, {steps} steps, same data and seed"
+    )
+    for col in (
+        "arm",
+        "held-out acc. before",
+        "after",
+        "Δ",
+        "train reward (first → last 3)",
+        "entropy (last)",
+        "s/step",
+    ):
+        table.add_column(col, justify="right" if col != "arm" else "left")
+    for s in summaries:
+        delta = (
+            f"{100 * (s.accuracy_after - s.accuracy_before):+.1f} pt"
+            if s.accuracy_after is not None and s.accuracy_before is not None
+            else "—"
+        )
+        table.add_row(
+            s.algo,
+            _pct(s.accuracy_before),
+            _pct(s.accuracy_after),
+            delta,
+            f"{s.train_reward_first:.2f} → {s.train_reward_last:.2f}",
+            f"{s.entropy_last:.3f}",
+            f"{s.seconds_per_step:.1f}",
+        )
+    console.print(table)
+    console.print(f"runs and metrics under {output_dir}/ (comparison.json, <arm>/metrics.jsonl)")
+
+
+@app.command("eval")
+def eval_(
+    config: ConfigOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model to evaluate (model.name_or_path).")
+    ] = None,
+    num_tasks: Annotated[int | None, typer.Option(help="Held-out tasks (eval.num_tasks).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Greedy accuracy of a model on the held-out split, with the training verifiers."""
+    _setup_logging()
+    from rlsd.models import load_policy
+    from rlsd.tasks import generate_tasks
+    from rlsd.train.evaluate import evaluate
+
+    cfg = _load(config, set_, {"model.name_or_path": model, "eval.num_tasks": num_tasks})
+    policy = load_policy(cfg.model)
+    _, heldout = generate_tasks(cfg.task.generator, getattr(cfg.task, cfg.task.generator))
+    res = evaluate(
+        policy.model,
+        policy.tokenizer,
+        heldout[: cfg.eval.num_tasks],
+        cfg.eval.max_new_tokens,
+        cfg.rollout.max_batch_sequences,
+        cfg.rollout.sampling.stop_regex,
+    )
+    console.print(
+        f"{cfg.model.name_or_path}: held-out accuracy {_pct(res.accuracy)} "
+        f"({res.num_correct}/{res.num_tasks}), mean response {res.mean_response_tokens:.1f} tokens"
+    )
+
+
+@model_app.command("prepare")
+def model_prepare(
+    name: Annotated[
+        str, typer.Argument(help="Model to load (default: the bundled SmolLM2).")
+    ] = "smollm2-135m-instruct",
+) -> None:
+    """Dequantise and cache the bundled model (once); print its source, digest and path."""
+    _setup_logging()
+    from rlsd.models import load_policy
+
+    p = load_policy(name)
+    console.print(f"source {p.source}\nsha256 {p.digest}\npath   {p.path}")
+
+
+@model_app.command("tiny")
+def model_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the tiny model.")],
+    hidden_size: int = 64,
+    num_layers: int = 2,
+) -> None:
+    """Write a tiny random model with the bundled tokenizer (for smoke tests)."""
+    from rlsd.models.tiny import make_tiny_model
+
+    console.print(str(make_tiny_model(out_dir, hidden_size=hidden_size, num_layers=num_layers)))
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the fully resolved configuration (defaults + file + overrides) as YAML."""
+    from rlsd.train.config import dump_config
+
+    console.print(dump_config(_load(config, set_)), markup=False, highlight=False)
+
+
+if __name__ == "__main__":
+    app()

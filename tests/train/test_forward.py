@@ -1,0 +1,66 @@
+"""The teacher's shared-prefix pass equals encoding the prefix once per response."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlsd.algo import token_logprobs_from_hidden
+from rlsd.models import ModelConfig, load_policy
+from rlsd.train.forward import (
+    ResponseIndex,
+    output_head,
+    response_hidden_plain,
+    response_hidden_shared_prefix,
+)
+
+
+def _case(seed: int, group_size: int):
+    g = torch.Generator().manual_seed(seed)
+    prefixes = [torch.randint(100, 40000, (n,), generator=g).tolist() for n in (23, 41, 7)]
+    lengths = [1, 5, 17, 2, 9, 1, 12, 3, 6][: 3 * group_size]
+    responses = [torch.randint(100, 40000, (n,), generator=g).tolist() for n in lengths]
+    return prefixes, responses
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_shared_prefix_matches_plain(which, tiny_model_dir, request):
+    if which == "tiny":
+        policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    else:
+        policy = request.getfixturevalue("smollm2")
+    model = policy.model.eval()
+    G = 3
+    prefixes, responses = _case(0, G)
+    idx = ResponseIndex.build(responses)
+    with torch.no_grad():
+        plain = response_hidden_plain(
+            model, [prefixes[i // G] for i in range(len(responses))], responses, 2
+        )
+        shared = response_hidden_shared_prefix(model, prefixes, responses, G, 2)
+        weight, bias = output_head(model)
+        lp_plain, _ = token_logprobs_from_hidden(plain, weight, idx.targets, bias)
+        lp_shared, _ = token_logprobs_from_hidden(shared, weight, idx.targets, bias)
+    assert shared.shape == plain.shape == (sum(len(r) for r in responses), model.config.hidden_size)
+    torch.testing.assert_close(shared, plain, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(lp_shared, lp_plain, atol=1e-4, rtol=1e-5)
+
+
+def test_plain_pass_carries_gradient_and_index_scatter_roundtrips(tiny_model_dir):
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    prefixes, responses = _case(1, 2)
+    idx = ResponseIndex.build(responses)
+    hidden = response_hidden_plain(policy.model, [prefixes[i // 2] for i in range(6)], responses, 2)
+    weight, bias = output_head(policy.model)
+    lp, _ = token_logprobs_from_hidden(hidden, weight, idx.targets, bias)
+    mat = idx.scatter(lp)
+    assert mat.shape == idx.mask.shape
+    assert torch.equal(mat[idx.mask == 0], torch.zeros(int((idx.mask == 0).sum())))
+    mat.sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+def test_group_count_mismatch_is_an_error(tiny_model_dir):
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    with pytest.raises(ValueError, match="groups of 4"):
+        response_hidden_shared_prefix(policy.model, [[1, 2]], [[3]] * 3, 4, 2)

@@ -1,0 +1,178 @@
+"""The trainer on a tiny model: every algorithm trains, λ=0 RLSD is GRPO, the teacher matters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlsd.tasks import ArithmeticTaskConfig, ChatMessage, Task, generate_arithmetic_tasks
+from rlsd.train.batch import (
+    PrivilegedLeakError,
+    student_prompt_ids,
+    tasks_for_step,
+    teacher_messages,
+)
+from rlsd.train.config import load_config
+from rlsd.train.teacher import SelfTeacher
+from rlsd.train.trainer import ResumeError, train
+from tests.conftest import tiny_config
+
+METHOD_METRICS = {
+    "reward/mean",
+    "reward/std",
+    "accuracy",
+    "groups/zero_variance_frac",
+    "response/length_mean",
+    "response/length_max",
+    "response/clipped_frac",
+    "actor/entropy",
+    "actor/clip_frac_low",
+    "actor/clip_frac_high",
+    "actor/grad_norm",
+    "rlsd/lambda",
+    "perf/tokens_per_s",
+    "time/generate",
+    "time/verify",
+    "time/teacher",
+    "time/old_logprob",
+    "time/update",
+}
+RLSD_METRICS = {"rlsd/weight_mean", "rlsd/weight_std", "rlsd/weight_clip_frac"}
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("algo", ["rlsd", "grpo", "opsd"])
+def test_each_algorithm_trains_and_logs_the_method_metrics(algo, tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, tmp_path / algo, **{"algo.name": algo})
+    result = train(cfg, show_progress=False)
+    assert [m["step"] for m in result.metrics] == [1, 2]
+    for m in result.metrics:
+        ppo_only = {"actor/clip_frac_low", "actor/clip_frac_high"} if algo == "opsd" else set()
+        assert METHOD_METRICS - ppo_only <= m.keys()
+        if algo == "rlsd":
+            assert RLSD_METRICS <= m.keys()
+            assert 0.8 - 1e-6 <= m["rlsd/weight_mean"] <= 1.2 + 1e-6
+        if algo == "opsd":
+            assert m["opsd/jsd_mean"] >= 0
+    # rewards vary on the toy verifier, so the policy must have moved
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = _weights(result.output_dir)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert result.eval_before is not None and result.eval_after is not None
+    saved = load_config(result.output_dir / "config.yaml")
+    assert saved == cfg, "the fully resolved config is saved with the run"
+    assert json.loads((result.output_dir / "eval_after.json").read_text())["num_tasks"] == 8
+
+
+def test_rlsd_with_lambda_zero_is_exactly_grpo(tiny_model_dir, tmp_path):
+    grpo = train(
+        tiny_config(tiny_model_dir, tmp_path / "g", **{"algo.name": "grpo"}), show_progress=False
+    )
+    rlsd = train(
+        tiny_config(tiny_model_dir, tmp_path / "r", **{"algo.name": "rlsd", "algo.lam0": 0.0}),
+        show_progress=False,
+    )
+    a, b = _weights(grpo.output_dir), _weights(rlsd.output_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for x, y in zip(grpo.metrics, rlsd.metrics, strict=True):
+        assert x["reward/mean"] == y["reward/mean"] and x["actor/loss"] == y["actor/loss"]
+
+
+def test_rlsd_credit_changes_the_update(tiny_model_dir, tmp_path):
+    kw = {"run.steps": 1, "eval.num_tasks": 0}
+    grpo = train(
+        tiny_config(tiny_model_dir, tmp_path / "g", **{"algo.name": "grpo"}, **kw),
+        show_progress=False,
+    )
+    rlsd = train(
+        tiny_config(
+            tiny_model_dir,
+            tmp_path / "r",
+            **{"algo.name": "rlsd", "algo.lam0": 1.0, "algo.eps_w": 0.5},
+            **kw,
+        ),
+        show_progress=False,
+    )
+    a, b = _weights(grpo.output_dir), _weights(rlsd.output_dir)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert rlsd.metrics[0]["rlsd/lambda"] == 1.0
+
+
+def test_frozen_teacher_and_shared_prefix_off_train_too(tiny_model_dir, tmp_path):
+    cfg = tiny_config(
+        tiny_model_dir,
+        tmp_path / "t",
+        **{"teacher.sync_interval": 2, "teacher.shared_prefix": False, "run.steps": 3},
+    )
+    result = train(cfg, show_progress=False)
+    assert len(result.metrics) == 3
+    ckpt = sorted((result.output_dir / "checkpoints").glob("step-*"))[-1]
+    assert (ckpt / "teacher.safetensors").exists()
+
+
+def test_self_teacher_sync_schedule():
+    policy = torch.nn.Linear(2, 2)
+    live = SelfTeacher(policy, 0)
+    assert live.module is policy and not live.maybe_sync(0)
+    frozen = SelfTeacher(policy, 2)
+    assert frozen.module is not policy
+    with torch.no_grad():
+        policy.weight.add_(1.0)
+    assert not frozen.maybe_sync(1)
+    assert not torch.equal(frozen.module.weight, policy.weight)
+    assert frozen.maybe_sync(2)
+    assert torch.equal(frozen.module.weight, policy.weight)
+    assert not frozen.module.weight.requires_grad
+
+
+def test_student_prompt_with_privileged_context_is_refused(smollm2):
+    # model_construct skips the record's own validator, as a task from a buggy source might.
+    task = Task.model_construct(
+        id="leaky",
+        prompt=[ChatMessage(role="user", content="Q: 2+2? The worked solution: 2 + 2 = 4")],
+        answer="4",
+        privileged_context="The worked solution: 2 + 2 = 4",
+        verifier="math-answer",
+        images=[],
+        split="train",
+        source="test",
+        metadata={},
+    )
+    with pytest.raises(PrivilegedLeakError, match="leaky"):
+        student_prompt_ids(smollm2.tokenizer, task)
+
+
+def test_teacher_prompt_shows_privileged_context_and_student_prompt_does_not(smollm2):
+    train_tasks, _ = generate_arithmetic_tasks(ArithmeticTaskConfig(n_train=3, n_heldout=1))
+    cfg = load_config(None)
+    for t in train_tasks:
+        student = smollm2.tokenizer.decode(student_prompt_ids(smollm2.tokenizer, t))
+        teacher = teacher_messages(t, cfg.teacher.prompt_template)[-1]["content"]
+        assert t.privileged_context in teacher and t.privileged_context not in student
+
+
+def test_step_batches_are_a_pure_function_of_seed_and_step():
+    tasks, _ = generate_arithmetic_tasks(ArithmeticTaskConfig(n_train=10, n_heldout=1))
+    a = [t.id for s in range(6) for t in tasks_for_step(tasks, s, 4, seed=1)]
+    assert a == [t.id for s in range(6) for t in tasks_for_step(tasks, s, 4, seed=1)]
+    # each epoch visits every task once
+    assert sorted(a[:10]) == sorted(t.id for t in tasks)
+    assert a != [t.id for s in range(6) for t in tasks_for_step(tasks, s, 4, seed=2)]
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, tmp_path / "x", **{"run.steps": 1, "eval.num_tasks": 0})
+    train(cfg, show_progress=False)
+    with pytest.raises(ResumeError, match="--resume"):
+        train(cfg, show_progress=False)
+    changed = tiny_config(
+        tiny_model_dir, tmp_path / "x", **{"run.steps": 2, "eval.num_tasks": 0, "optim.lr": 1e-3}
+    )
+    with pytest.raises(ResumeError, match="optim.lr"):
+        train(changed, resume=True, show_progress=False)
