@@ -317,8 +317,16 @@ def update_phase(
     _sum_gradients_across_ranks(s)
     params = [p for p in model.parameters() if p.requires_grad]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
-    s.optimizer.step()
+    skipped = not math.isfinite(grad_norm)
+    if skipped:
+        # A non-finite gradient would poison the weights and AdamW's moments for good: drop this
+        # batch's update, keep the step count (data and seeds stay aligned with other runs).
+        log.warning("non-finite gradient norm (%s): optimizer step skipped", grad_norm)
+        s.optimizer.zero_grad(set_to_none=True)
+    else:
+        s.optimizer.step()
     s.scheduler.step()
+    _accumulate(sums, weights, {"actor/skipped_step": float(skipped)}, 1.0)
     return UpdateStats(total_loss, grad_norm, sums, weights, entropy_sum, index.num_tokens)
 
 

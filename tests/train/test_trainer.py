@@ -176,3 +176,25 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
     )
     with pytest.raises(ResumeError, match="optim.lr"):
         train(changed, resume=True, show_progress=False)
+
+
+def test_non_finite_gradient_skips_the_update_and_keeps_training(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import rlsd.train.trainer as trainer_mod
+
+    real = trainer_mod.algo.ppo_clip_loss
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(trainer_mod.algo, "ppo_clip_loss", poisoned)
+    cfg = tiny_config(
+        tiny_model_dir, tmp_path / "nan", **{"algo.name": "grpo", "eval.num_tasks": 0}
+    )
+    result = train(cfg, show_progress=False)
+    assert [m["actor/skipped_step"] for m in result.metrics] == [1.0, 1.0]
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = _weights(result.output_dir)
+    assert all(torch.equal(before[k], after[k]) for k in before)
