@@ -1,8 +1,14 @@
 """Deterministic arithmetic word problems with worked solutions as privileged context.
 
 Each problem is a short story ("Maria has 7 apples. She buys 3 more. ...") evaluated step by
-step, left to right. The student sees a chat prompt with a few worked examples and the
-question; the self-teacher additionally sees the worked solution of *this* problem.
+step, left to right. The student sees a chat prompt with worked examples and the question;
+the self-teacher additionally sees the worked solution of *this* problem.
+
+Prompt calibration (SmolLM2-135M-Instruct, greedy, 64 held-out add/sub problems):
+``prompt_style="chat"`` (examples as earlier user/assistant turns, the default) gives 44-50 %
+at difficulty 1 over seeds 0-2 and 17 % at difficulty 2, with ~23-token replies that end in
+"#### n" and stop; ``"inline"`` (one user message) gives 33 % / 11 % and rambles to the token
+limit; zero-shot gives 34 %, mostly through the verifier's last-number fallback.
 
 Problem identity ("content") is the tuple (scenario, phrasing of every step, operations,
 operands). Names and objects are cosmetic: two stories that differ only in "Maria/apples" vs
