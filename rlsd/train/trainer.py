@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,7 +326,9 @@ def update_phase(
         s.optimizer.zero_grad(set_to_none=True)
     else:
         s.optimizer.step()
-    s.scheduler.step()
+    with warnings.catch_warnings():  # the schedule follows steps taken, skipped ones included
+        warnings.simplefilter("ignore", UserWarning)
+        s.scheduler.step()
     _accumulate(sums, weights, {"actor/skipped_step": float(skipped)}, 1.0)
     return UpdateStats(total_loss, grad_norm, sums, weights, entropy_sum, index.num_tokens)
 
