@@ -75,11 +75,6 @@ class TeacherConfig(_Strict):
     temperature: float | None = Field(
         None, gt=0.0, description="Temperature of the teacher's log-probs; None = sampling's."
     )
-    shared_prefix: bool = Field(
-        True,
-        description="Encode each group's teacher prompt once and let its G responses attend to "
-        "it (same result as encoding it G times, which False does).",
-    )
 
 
 class RolloutConfig(_Strict):
@@ -117,6 +112,11 @@ class RunConfig(_Strict):
     seed: int = Field(0, description="Seed of data order, sampling and initialisation.")
     micro_batch_sequences: int = Field(
         32, ge=1, description="Sequences per forward/backward chunk (gradients accumulate)."
+    )
+    shared_prefix: bool = Field(
+        True,
+        description="Encode each group's prompt once (student and teacher) and let its G responses "
+        "attend to it; the same log-probs and gradients as encoding it G times, which False does.",
     )
     logprob_chunk_tokens: int = Field(
         1024, ge=1, description="Tokens per chunk of the vocabulary projection (memory bound)."

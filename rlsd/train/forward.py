@@ -97,7 +97,6 @@ def response_hidden_plain(
     return hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
 
 
-@torch.no_grad()
 def response_hidden_shared_prefix(
     model: nn.Module,
     prefixes: list[list[int]],
@@ -109,8 +108,9 @@ def response_hidden_shared_prefix(
 
     ``prefixes[g]`` is shared by responses g*G .. g*G+G-1. The prefix is run once per group with a
     KV cache; the cache is repeated G times and the responses attend to it. Same result as
-    ``response_hidden_plain`` on prefix + response (tested), at 1/G of the prefix cost.
-    No gradient: this is the teacher's pass.
+    ``response_hidden_plain`` on prefix + response, values and gradients (tested), at 1/G of the
+    prefix cost. Differentiable: the student's update backpropagates through the repeated cache
+    into the single prefix pass; the teacher calls it under no_grad.
     """
     if len(responses) != len(prefixes) * group_size:
         raise ValueError(

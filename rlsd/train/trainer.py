@@ -188,7 +188,7 @@ def teacher_phase(
         for g0 in range(0, len(prefixes), groups_per_chunk):
             chunk_prefixes = prefixes[g0 : g0 + groups_per_chunk]
             chunk_resp = rollout.response_ids[g0 * G : (g0 + len(chunk_prefixes)) * G]
-            if cfg.teacher.shared_prefix:
+            if cfg.run.shared_prefix:
                 pieces.append(
                     response_hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id)
                 )
@@ -249,7 +249,8 @@ def update_phase(
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     token_offset = 0
-    mb = cfg.run.micro_batch_sequences
+    # Micro-batches hold whole groups, so a group's prompt is encoded once (shared prefix).
+    mb = max(1, cfg.run.micro_batch_sequences // G) * G
     for start in range(0, len(responses), mb):
         rows = list(range(start, min(len(responses), start + mb)))
         sub_resp = [responses[i] for i in rows]
@@ -258,7 +259,11 @@ def update_phase(
             continue
         mask = sub.mask.to(device)
         width = mask.shape[1]
-        hidden = response_hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
+        if cfg.run.shared_prefix:
+            groups = rollout.prompt_ids[start // G : (start + len(rows)) // G]
+            hidden = response_hidden_shared_prefix(model, groups, sub_resp, G, s.pad_id)
+        else:
+            hidden = response_hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
         adv = advantages[rows].to(device)
         if cfg.algo.name == "opsd":
             t_hidden = teacher_out[token_offset : token_offset + sub.num_tokens].to(device)

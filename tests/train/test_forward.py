@@ -64,3 +64,35 @@ def test_group_count_mismatch_is_an_error(tiny_model_dir):
     policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
     with pytest.raises(ValueError, match="groups of 4"):
         response_hidden_shared_prefix(policy.model, [[1, 2]], [[3]] * 3, 4, 2)
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_shared_prefix_gradients_match_plain(which, tiny_model_dir, request):
+    """The student's update through the shared prefix gives the plain path's gradients."""
+    if which == "tiny":
+        path = str(tiny_model_dir)
+    else:
+        path = request.getfixturevalue("smollm2").path
+    model = load_policy(ModelConfig(name_or_path=path)).model.train()
+    G = 3
+    prefixes, responses = _case(2, G)
+    idx = ResponseIndex.build(responses)
+    weight, bias = output_head(model)
+    coeff = torch.linspace(-1, 1, idx.num_tokens)
+
+    def grads(hidden_fn):
+        model.zero_grad()
+        lp, _ = token_logprobs_from_hidden(hidden_fn(), weight, idx.targets, bias)
+        (lp * coeff).sum().backward()
+        return lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    lp_a, g_a = grads(
+        lambda: response_hidden_plain(
+            model, [prefixes[i // G] for i in range(len(responses))], responses, 2
+        )
+    )
+    lp_b, g_b = grads(lambda: response_hidden_shared_prefix(model, prefixes, responses, G, 2))
+    torch.testing.assert_close(lp_b, lp_a, atol=1e-4, rtol=1e-5)
+    scale = max(g.abs().max().item() for g in g_a.values())
+    for n in g_a:
+        torch.testing.assert_close(g_b[n], g_a[n], atol=1e-5 * scale, rtol=1e-4, msg=n)

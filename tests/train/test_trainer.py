@@ -108,7 +108,7 @@ def test_frozen_teacher_and_shared_prefix_off_train_too(tiny_model_dir, tmp_path
     cfg = tiny_config(
         tiny_model_dir,
         tmp_path / "t",
-        **{"teacher.sync_interval": 2, "teacher.shared_prefix": False, "run.steps": 3},
+        **{"teacher.sync_interval": 2, "run.shared_prefix": False, "run.steps": 3},
     )
     result = train(cfg, show_progress=False)
     assert len(result.metrics) == 3
