@@ -1,0 +1,133 @@
+"""The five built-in verifier folders are complete, self-contained and follow the drop-in contract."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+
+import pytest
+from vb_support import NAMES, REPO, VERIFIERS, prepare, spec
+
+LIMIT_TYPES = {
+    "item_timeout_s": (int, float),
+    "batch_timeout_s": (int, float),
+    "memory_mb": int,
+    "cpus": (int, float),
+    "pids": int,
+    "output_bytes": int,
+    "tmpfs_mb": int,
+    "network": bool,
+}
+ALLOWED_IMPORTS = set(sys.stdlib_module_names) | {"jsonschema", "answer_extraction"}
+
+
+def test_exactly_the_five_builtins_are_present():
+    found = sorted(p.name for p in VERIFIERS.iterdir() if (p / "verifier.yaml").exists())
+    assert found == sorted(NAMES)
+    assert "*/build/" in (VERIFIERS / ".gitignore").read_text()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_has_the_required_keys(name):
+    s = spec(name)
+    assert s["name"] == name
+    assert re.fullmatch(r"\d+\.\d+\.\d+", str(s["version"]))
+    assert isinstance(s["description"], str) and len(s["description"]) > 20
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+", s["owner"])
+    assert isinstance(s["domains"], list) and s["domains"]
+    assert all(isinstance(d, str) for d in s["domains"])
+    assert s["image"] == {"dockerfile": "Dockerfile"}
+    assert s["command"] == ["python3", "/verifier/verify.py"]
+    for key, value in s.get("limits", {}).items():
+        assert key in LIMIT_TYPES, key
+        assert isinstance(value, LIMIT_TYPES[key]) and not (value is True and key != "network")
+    assert s.get("limits", {}).get("network", False) is False
+    folder = VERIFIERS / name
+    assert (folder / "verify.py").is_file() and (folder / "README.md").is_file()
+    assert ("prepare" in s) == (folder / "prepare.py").is_file()
+    if "prepare" in s:
+        assert s["prepare"] == "python3 prepare.py"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_self_tests_are_well_formed(name):
+    tests = spec(name)["self_tests"]
+    ids = [t["id"] for t in tests]
+    assert len(ids) == len(set(ids))
+    assert sum(t["expect"] == "pass" for t in tests) >= 2
+    assert sum(t["expect"] == "fail" for t in tests) >= 2
+    for t in tests:
+        assert set(t) == {"id", "expect", "item"} and t["expect"] in ("pass", "fail")
+        assert isinstance(t["item"]["response"], str) and "reference" in t["item"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dockerfile_builds_on_the_base_image_as_nobody(name):
+    folder = VERIFIERS / name
+    lines = [
+        line.strip()
+        for line in (folder / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[:2] == ["ARG BASE_IMAGE=rlsd/verifier-base:bookworm-1", "FROM ${BASE_IMAGE}"]
+    assert "COPY verify.py /verifier/" in lines
+    assert ("COPY build/ /verifier/" in lines) == (folder / "prepare.py").exists()
+    assert "USER 65534:65534" in lines and "WORKDIR /tmp" in lines
+    assert not any(line.startswith("RUN") for line in lines)  # builds need no network or shell
+
+
+def _imports(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verify_program_needs_only_the_base_image(name):
+    source = (VERIFIERS / name / "verify.py").read_text()
+    assert _imports(source) <= ALLOWED_IMPORTS, _imports(source) - ALLOWED_IMPORTS
+    if name != "json-schema":
+        assert "jsonschema" not in _imports(source)
+
+
+def _block(source: str, start: str, end: str) -> str:
+    i = source.index(start)
+    j = source.index("\n", source.index(end)) + 1
+    return source[i:j]
+
+
+def test_protocol_block_is_identical_in_every_verifier():
+    blocks = {
+        name: _block(
+            (VERIFIERS / name / "verify.py").read_text(),
+            "# --- rlsd verifier protocol",
+            "# --- end of rlsd verifier protocol",
+        )
+        for name in NAMES
+    }
+    assert len(set(blocks.values())) == 1, "copy the protocol block verbatim into every verify.py"
+
+
+def test_json_extraction_block_is_identical_in_json_verifiers():
+    blocks = {
+        _block(
+            (VERIFIERS / name / "verify.py").read_text(),
+            "# --- JSON payload extraction",
+            "# --- end of JSON payload extraction",
+        )
+        for name in ("json-schema", "policy-rules")
+    }
+    assert len(blocks) == 1
+
+
+def test_math_answer_ships_the_in_process_extraction_verbatim():
+    prepare("math-answer")
+    shared = REPO / "rlsd" / "verify" / "answer_extraction.py"
+    copied = VERIFIERS / "math-answer" / "build" / "answer_extraction.py"
+    assert copied.read_bytes() == shared.read_bytes()
+    assert _imports(shared.read_text()) <= set(sys.stdlib_module_names)
