@@ -39,6 +39,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/step_time.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/verifiers.py --verifier verifiers/math-answer --verifier verifiers/python-tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rlsd.verify import cli as verifiers_cli
+
 app = typer.Typer(
     help="Retrain small models with RLSD (verifier direction + self-teacher token credit) beside "
     "a GRPO control arm.",
@@ -22,6 +24,11 @@ model_app = typer.Typer(
 )
 config_app = typer.Typer(help="Configuration files: print the resolved configuration.")
 app.add_typer(model_app, name="model")
+app.add_typer(
+    verifiers_cli.app,
+    name="verifiers",
+    help="Verifiers: build images, run the self-tested inventory, run one verifier on a batch.",
+)
 app.add_typer(config_app, name="config")
 console = Console()
 

@@ -1,0 +1,284 @@
+"""Drop-in verifier specs: ``verifiers/<name>/verifier.yaml``, validated by pydantic.
+
+A verifier is a folder: the spec, a ``Dockerfile`` (built on the product's base image with
+``--build-arg BASE_IMAGE=<tag>``) or an image reference, and the program the image runs. Adding a
+verifier is dropping a folder; :func:`discover_specs` finds it.
+
+Every load error is a :class:`SpecError` whose message names the file, the field and the value,
+e.g. ``verifiers/x/verifier.yaml: limits.memory_mb = 'lots': Input should be a valid integer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SPEC_FILE = "verifier.yaml"
+NAME_RE = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+VERSION_RE = r"^[0-9]+(?:\.[0-9]+){0,3}(?:[-+][0-9A-Za-z.-]{1,40})?$"
+#: Folder entries never part of a spec's digest: prepare outputs and Python caches.
+DIGEST_EXCLUDE_TOP = frozenset({"build"})
+DIGEST_EXCLUDE_ANY = frozenset({"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache"})
+
+
+class SpecError(ValueError):
+    """A verifier folder whose spec cannot be used; the message names file, field and value."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = Path(path)
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageSpec(_Strict):
+    """Exactly one of ``dockerfile`` (relative to the folder) or ``ref`` (a pinned image)."""
+
+    dockerfile: str | None = Field(
+        default=None, description="Dockerfile relative to the folder, built on BASE_IMAGE."
+    )
+    ref: str | None = Field(
+        default=None, description="An image reference, ideally pinned by digest (name@sha256:...)."
+    )
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _relative(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        p = Path(v)
+        if not v.strip() or p.is_absolute() or ".." in p.parts:
+            raise ValueError("must be a relative path inside the verifier folder")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageSpec:
+        if (self.dockerfile is None) == (self.ref is None):
+            raise ValueError("give exactly one of 'dockerfile' or 'ref'")
+        return self
+
+
+class Limits(_Strict):
+    """Resource limits of one batch run (one container or one local sandbox per batch)."""
+
+    item_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    batch_timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    memory_mb: int = Field(default=512, ge=32, le=1 << 20)
+    cpus: float = Field(default=1.0, gt=0, le=512)
+    pids: int = Field(default=128, ge=8, le=1 << 16)
+    output_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1 << 31)
+    tmpfs_mb: int = Field(default=64, ge=1, le=1 << 16)
+    network: bool = False
+
+
+class SelfTest(_Strict):
+    """An item the verifier must pass (``expect: pass``) or fail (``expect: fail``)."""
+
+    id: str = Field(min_length=1, max_length=200)
+    expect: Literal["pass", "fail"]
+    item: dict[str, Any]
+
+    @field_validator("item")
+    @classmethod
+    def _has_response(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "response" not in v:
+            raise ValueError("a self-test item needs a 'response'")
+        return v
+
+
+class VerifierSpec(_Strict):
+    """``verifier.yaml``: who owns the verifier, what it runs and how it is checked."""
+
+    name: str = Field(pattern=NAME_RE, description="Equals the folder name; [a-z0-9-]+.")
+    version: str = Field(pattern=VERSION_RE, description="e.g. 1.0.0")
+    description: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    domains: list[str] = Field(default_factory=list)
+    image: ImageSpec
+    prepare: str | None = Field(
+        default=None, description="Host-side command run in the folder before the image build."
+    )
+    command: list[str] = Field(min_length=1)
+    limits: Limits = Field(default_factory=Limits)
+    self_tests: list[SelfTest]
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty_args(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the program (command[0]) must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _self_tests_cover_both(self) -> VerifierSpec:
+        expects = {t.expect for t in self.self_tests}
+        if expects != {"pass", "fail"}:
+            raise ValueError(
+                "self_tests need at least one 'expect: pass' and one 'expect: fail' item "
+                f"(got {sorted(expects) or 'none'})"
+            )
+        ids = [t.id for t in self.self_tests]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"self_tests ids must be unique (repeated: {', '.join(dupes)})")
+        return self
+
+    def self_test_items(self) -> list[dict[str, Any]]:
+        """The self-tests as protocol items (the self-test id is the item id)."""
+        return [{**t.item, "id": t.id} for t in self.self_tests]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    s = repr(value)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
+    cur = data
+    for part in loc:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, cur
+
+
+def format_validation_error(exc: ValidationError, data: Any) -> str:
+    """One line per error: ``field = value: message`` (the value as written in the file)."""
+    parts = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "missing":
+            parts.append(f"{_loc(loc)}: required field is missing")
+            continue
+        found, value = _lookup(data, loc)
+        if not found:
+            value = err.get("input")
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"{_loc(loc)} = {_show(value)}: unknown field")
+        else:
+            parts.append(f"{_loc(loc)} = {_show(value)}: {msg}")
+    return "; ".join(parts)
+
+
+def load_spec(folder: Path | str) -> VerifierSpec:
+    """Load and validate ``<folder>/verifier.yaml``; raise :class:`SpecError` on any problem."""
+    folder = Path(folder)
+    path = folder / SPEC_FILE
+    if not folder.is_dir():
+        raise SpecError(folder, "verifier folder does not exist")
+    if not path.is_file():
+        raise SpecError(path, "no verifier.yaml in the verifier folder")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(path, f"invalid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(path, f"unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(path, f"the top level must be a mapping (got {_show(data)})")
+    try:
+        spec = VerifierSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(path, format_validation_error(exc, data)) from None
+    if spec.name != folder.name:
+        raise SpecError(path, f"name = {spec.name!r}: must equal the folder name {folder.name!r}")
+    if spec.image.dockerfile is not None and not (folder / spec.image.dockerfile).is_file():
+        raise SpecError(
+            path, f"image.dockerfile = {spec.image.dockerfile!r}: no such file in {folder}"
+        )
+    return spec
+
+
+def discover_specs(root: Path | str = "verifiers") -> list[tuple[Path, VerifierSpec | SpecError]]:
+    """Every verifier folder under ``root`` (sorted; names starting with '.' or '_' skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found: list[tuple[Path, VerifierSpec | SpecError]] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name.startswith((".", "_")) or folder.name in DIGEST_EXCLUDE_ANY:
+            continue
+        try:
+            found.append((folder, load_spec(folder)))
+        except SpecError as exc:
+            found.append((folder, exc))
+    return found
+
+
+def spec_files(folder: Path | str) -> list[Path]:
+    """The folder's own files (not ``build/``, caches or ``*.pyc``), relative, sorted."""
+    folder = Path(folder)
+    out = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if rel.parts[0] in DIGEST_EXCLUDE_TOP or DIGEST_EXCLUDE_ANY.intersection(rel.parts):
+            continue
+        if path.is_file() and path.suffix != ".pyc":
+            out.append(rel)
+    return sorted(out, key=lambda p: p.as_posix())
+
+
+def spec_digest(folder: Path | str) -> str:
+    """sha256 over every file of the folder (path and content), in a stable order."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for rel in spec_files(folder):
+        h.update(rel.as_posix().encode())
+        h.update(b"\0")
+        h.update(hashlib.sha256((folder / rel).read_bytes()).digest())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def image_digest(folder: Path | str) -> str:
+    """The spec digest plus the files ``prepare`` generated in ``build/``.
+
+    ``build/`` is left out of the spec digest (it is generated, not authored) but it goes into the
+    image, so the image tag must change when it does (a new database, a changed shared module).
+    """
+    folder = Path(folder)
+    h = hashlib.sha256(spec_digest(folder).encode())
+    build = folder / "build"
+    if build.is_dir():
+        for path in sorted(p for p in build.rglob("*") if p.is_file()):
+            if (
+                DIGEST_EXCLUDE_ANY.intersection(path.relative_to(build).parts)
+                or path.suffix == ".pyc"
+            ):
+                continue
+            h.update(path.relative_to(build).as_posix().encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def image_tag(spec: VerifierSpec, digest: str) -> str:
+    """The local tag of a Dockerfile spec's image: ``rlsd-verifier/<name>:<version>-<digest12>``."""
+    version = re.sub(r"[^0-9A-Za-z_.-]", "_", spec.version)
+    return f"rlsd-verifier/{spec.name}:{version}-{digest[:12]}"
