@@ -69,10 +69,7 @@ def test_group_count_mismatch_is_an_error(tiny_model_dir):
 @pytest.mark.parametrize("which", ["tiny", "smollm2"])
 def test_shared_prefix_gradients_match_plain(which, tiny_model_dir, request):
     """The student's update through the shared prefix gives the plain path's gradients."""
-    if which == "tiny":
-        path = str(tiny_model_dir)
-    else:
-        path = request.getfixturevalue("smollm2").path
+    path = str(tiny_model_dir) if which == "tiny" else request.getfixturevalue("smollm2").path
     model = load_policy(ModelConfig(name_or_path=path)).model.train()
     G = 3
     prefixes, responses = _case(2, G)
