@@ -70,8 +70,8 @@ def main() -> None:
     console.print(
         f"[bold]settings[/bold] {cfg.model.name_or_path}, {cfg.rollout.prompts_per_step} prompts x "
         f"G={cfg.rollout.group_size}, max_new_tokens={cfg.rollout.sampling.max_new_tokens}, "
-        f"temperature {cfg.rollout.sampling.temperature}, teacher shared prefix "
-        f"{cfg.teacher.shared_prefix}, micro-batch {cfg.run.micro_batch_sequences}"
+        f"temperature {cfg.rollout.sampling.temperature}, shared prefix "
+        f"{cfg.run.shared_prefix}, micro-batch {cfg.run.micro_batch_sequences}"
     )
     times: dict[str, list[dict]] = {"grpo": [], "rlsd": []}
     for step in range(args.steps + 1):
