@@ -119,6 +119,7 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     lam = algo.lambda_schedule(step, cfg.algo.lam0, cfg.algo.lambda_decay_steps)
     t0 = time.perf_counter()
     update = update_phase(s, tasks, rollout, advantages, teacher_out, index, lam)
+    s.engine.sync_weights(s.model)  # the next rollout samples from the updated policy
     t_update = time.perf_counter() - t0
     t_total = time.perf_counter() - t_step
 
