@@ -386,6 +386,7 @@ class DockerSandbox(Sandbox):
         writer.start()
         raw.settimeout(0.2)
         buf = bytearray()
+        newlines, complete = 0, False
         while True:
             if time.monotonic() >= deadline:
                 out.timed_out = True
@@ -412,12 +413,23 @@ class DockerSandbox(Sandbox):
                         del stderr[:-STDERR_TAIL_BYTES]
                 else:
                     stdout += payload
+                    newlines += payload.count(b"\n")
+            if (
+                newlines >= len(ids)
+                and len(parse_output(bytes(stdout), started.nonce, ids).accepted) == len(ids)
+            ):
+                # every item has its verdict: do not wait for the program and the container to
+                # wind down (it is killed and removed in the background)
+                complete = True
+                break
             if len(stdout) > lim.output_bytes:
                 out.output_capped = True
                 del stdout[lim.output_bytes :]
                 break
         killed = out.timed_out or out.output_capped
-        if not killed and len(parse_output(bytes(stdout), started.nonce, ids).accepted) == len(ids):
+        if complete or (
+            not killed and len(parse_output(bytes(stdout), started.nonce, ids).accepted) == len(ids)
+        ):
             # every item has its result: the exit status cannot change any verdict, so do not
             # wait for it (the container is removed in the background)
             out.exit_code = 0
