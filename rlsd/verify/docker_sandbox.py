@@ -414,10 +414,9 @@ class DockerSandbox(Sandbox):
                 else:
                     stdout += payload
                     newlines += payload.count(b"\n")
-            if (
-                newlines >= len(ids)
-                and len(parse_output(bytes(stdout), started.nonce, ids).accepted) == len(ids)
-            ):
+            if newlines >= len(ids) and len(
+                parse_output(bytes(stdout), started.nonce, ids).accepted
+            ) == len(ids):
                 # every item has its verdict: do not wait for the program and the container to
                 # wind down (it is killed and removed in the background)
                 complete = True
