@@ -27,7 +27,15 @@ from pydantic import BaseModel, Field
 from rlsd.verify.base import VerifyResult, check_batch
 from rlsd.verify.registry import register_verifier
 from rlsd.verify.sandbox import Sandbox, SandboxError, make_sandbox
-from rlsd.verify.spec import SpecError, VerifierSpec, discover_specs, load_spec, spec_digest
+from rlsd.verify.spec import (
+    SpecError,
+    VerifierSpec,
+    discover_specs,
+    image_digest,
+    image_tag,
+    load_spec,
+    spec_digest,
+)
 
 DEFAULT_INVENTORY = Path("runs/verifiers/inventory.json")
 Status = Literal["ready", "quarantined", "invalid"]
@@ -152,7 +160,7 @@ def check_verifier(spec: VerifierSpec, folder: Path, sandbox: Sandbox) -> Verifi
         rec.duration_s = round(time.monotonic() - t0, 3)
         return rec
     if sandbox.backend == "docker":
-        rec.image = spec.image.ref or _tag(spec, rec.spec_sha256)
+        rec.image = spec.image.ref or image_tag(spec, image_digest(folder))
         rec.image_id = prepared
     try:
         results = sandbox.run_batch(spec, folder, spec.self_test_items())
@@ -183,12 +191,6 @@ def check_verifier(spec: VerifierSpec, folder: Path, sandbox: Sandbox) -> Verifi
     rec.reason = "; ".join(problems)
     rec.duration_s = round(time.monotonic() - t0, 3)
     return rec
-
-
-def _tag(spec: VerifierSpec, digest: str | None) -> str:
-    from rlsd.verify.spec import image_tag
-
-    return image_tag(spec, digest or "")
 
 
 def run_inventory(
