@@ -191,6 +191,36 @@ def eval_(
     )
 
 
+@app.command("demo-store")
+def demo_store(
+    path: Annotated[Path, typer.Argument(help="SQLite file to create.")] = Path(
+        "runs/demo-store.sqlite"
+    ),
+) -> None:
+    """Create the embedded demo store: an enterprise-shaped SQLite database of tasks and
+    privileged context (arithmetic, GSM8K test split, HumanEval), every record with its source."""
+    _setup_logging()
+    from rlsd.context.demo_store import build_demo_store
+
+    summary = build_demo_store(path)
+    table = Table(title=f"demo store {path}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in _flat_counts(summary):
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _flat_counts(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flat_counts(v, f"{prefix}{k}.")
+        elif isinstance(v, int | float | str):
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
 @model_app.command("prepare")
 def model_prepare(
     name: Annotated[

