@@ -122,17 +122,20 @@ def response_hidden_shared_prefix(
     width = max(len(p) for p in prefixes)
     pids = torch.full((b, width), pad_id, dtype=torch.long)
     pmask = torch.zeros_like(pids)
-    for i, p in enumerate(prefixes):  # left padding: the last prefix token is in the last column
-        pids[i, width - len(p) :] = torch.tensor(p)
-        pmask[i, width - len(p) :] = 1
-    ppos = (pmask.cumsum(-1) - 1).clamp(min=0)
+    # Right padding: a padded query still sees its row's real tokens, so no attention row is
+    # fully masked (fully masked rows give NaN in fused bf16 kernels, and NaN reaches real rows
+    # through 0 * NaN in the value product).
+    for i, p in enumerate(prefixes):
+        pids[i, : len(p)] = torch.tensor(p)
+        pmask[i, : len(p)] = 1
+    plen = pmask.sum(-1)
     out = decoder(
         input_ids=pids.to(device),
         attention_mask=pmask.to(device),
-        position_ids=ppos.to(device),
         use_cache=True,
     )
-    first = out.last_hidden_state[:, -1].repeat_interleave(group_size, dim=0)  # predicts token 0
+    last = out.last_hidden_state[torch.arange(b, device=device), (plen - 1).to(device)]
+    first = last.repeat_interleave(group_size, dim=0)  # predicts response token 0
     cache = out.cache if _CACHE_KW == "cache" else out.past_key_values
     cache.batch_repeat_interleave(group_size)
 
@@ -145,8 +148,7 @@ def response_hidden_shared_prefix(
             if r:
                 rids[i, : len(r)] = torch.tensor(r)
                 rmask[i, : len(r)] = 1
-        plen = pmask.sum(-1).repeat_interleave(group_size)
-        rpos = plen[:, None] + torch.arange(rwidth)[None, :]
+        rpos = plen.repeat_interleave(group_size)[:, None] + torch.arange(rwidth)[None, :]
         full_mask = torch.cat([pmask.repeat_interleave(group_size, dim=0), rmask], dim=1)
         hidden = decoder(
             input_ids=rids.to(device),

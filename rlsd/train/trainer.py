@@ -98,30 +98,37 @@ class Session:
 # The step, as a story
 
 
+def _now() -> float:
+    """A phase boundary: CUDA work is asynchronous, so wait for it before reading the clock."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def train_step(s: Session, step: int) -> dict[str, float]:
     """One optimizer step (``step`` is 0-based); returns the step's metrics, reduced over ranks."""
     cfg = s.cfg
-    t_step = time.perf_counter()
+    t_step = _now()
     if s.teacher is not None:
         s.teacher.maybe_sync(step)
     tasks = local_tasks(s, step)
     rollout = rollout_phase(s, tasks, step)
-    t0 = time.perf_counter()
+    t0 = _now()
     group_tasks = [t for t in tasks for _ in range(cfg.rollout.group_size)]
     results = score_responses(rollout.texts, group_tasks, cfg.task.verifier)
-    t_verify = time.perf_counter() - t0
+    t_verify = _now() - t0
     rewards = torch.tensor([r.score for r in results], dtype=torch.float32)
     advantages = algo.get_advantage_estimator(cfg.algo.advantage)(rewards, cfg.rollout.group_size)
     index = ResponseIndex.build(rollout.response_ids)
-    t0 = time.perf_counter()
+    t0 = _now()
     teacher_out = teacher_phase(s, tasks, rollout, index) if cfg.algo.name != "grpo" else None
-    t_teacher = time.perf_counter() - t0
+    t_teacher = _now() - t0
     lam = algo.lambda_schedule(step, cfg.algo.lam0, cfg.algo.lambda_decay_steps)
-    t0 = time.perf_counter()
+    t0 = _now()
     update = update_phase(s, tasks, rollout, advantages, teacher_out, index, lam)
     s.engine.sync_weights(s.model)  # the next rollout samples from the updated policy
-    t_update = time.perf_counter() - t0
-    t_total = time.perf_counter() - t_step
+    t_update = _now() - t0
+    t_total = _now() - t_step
 
     return step_metrics(
         s,
