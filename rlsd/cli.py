@@ -40,6 +40,24 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a field: --set rollout.group_size=4 (repeatable)."),
 ]
 
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(help="Train / evaluate on a snapshot from `rlsd ingest` (task.dataset)."),
+]
+DomainOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Only this domain of the snapshot (repeatable; task.domains)."),
+]
+
+
+def _dataset_overrides(dataset: str | None, domains: list[str] | None) -> dict[str, str | None]:
+    import json
+
+    return {
+        "task.dataset": dataset,
+        "task.domains": json.dumps(domains) if domains else None,
+    }
+
 
 def _setup_logging(verbose: bool = False) -> None:
     from rich.logging import RichHandler
@@ -83,22 +101,32 @@ def train(
         bool, typer.Option(help="Continue from the run folder's latest checkpoint.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard the run folder's checkpoints.")] = False,
+    dataset: DatasetOpt = None,
+    domain: DomainOpt = None,
     set_: SetOpt = None,
     verbose: bool = False,
 ) -> None:
     """Train one arm (RLSD, GRPO or OPSD) and print held-out accuracy before and after."""
     _setup_logging(verbose)
+    from rlsd.context.snapshot import SnapshotError
+    from rlsd.train.data import DatasetError
     from rlsd.train.trainer import ResumeError
     from rlsd.train.trainer import train as run_train
 
     cfg = _load(
         config,
         set_,
-        {"algo.name": algo, "run.steps": steps, "run.output_dir": output_dir, "run.seed": seed},
+        {
+            "algo.name": algo,
+            "run.steps": steps,
+            "run.output_dir": output_dir,
+            "run.seed": seed,
+            **_dataset_overrides(dataset, domain),
+        },  # fmt: skip
     )
     try:
         result = run_train(cfg, resume=resume, overwrite=overwrite)
-    except ResumeError as exc:
+    except (ResumeError, DatasetError, SnapshotError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     if int(os.environ.get("RANK", "0")) != 0:
@@ -166,21 +194,31 @@ def eval_(
         str | None, typer.Option(help="Model to evaluate (model.name_or_path).")
     ] = None,
     num_tasks: Annotated[int | None, typer.Option(help="Held-out tasks (eval.num_tasks).")] = None,
+    dataset: DatasetOpt = None,
+    domain: DomainOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Greedy accuracy of a model on the held-out split, with the training verifiers."""
     _setup_logging()
     from rlsd.models import load_policy
-    from rlsd.tasks import generate_tasks
+    from rlsd.train.data import eval_subset, load_run_tasks
     from rlsd.train.evaluate import evaluate
 
-    cfg = _load(config, set_, {"model.name_or_path": model, "eval.num_tasks": num_tasks})
+    cfg = _load(
+        config,
+        set_,
+        {
+            "model.name_or_path": model,
+            "eval.num_tasks": num_tasks,
+            **_dataset_overrides(dataset, domain),
+        },  # fmt: skip
+    )
     policy = load_policy(cfg.model)
-    _, heldout = generate_tasks(cfg.task.generator, getattr(cfg.task, cfg.task.generator))
+    heldout = load_run_tasks(cfg.task).heldout
     res = evaluate(
         policy.model,
         policy.tokenizer,
-        heldout[: cfg.eval.num_tasks],
+        eval_subset(heldout, cfg.eval.num_tasks),
         cfg.eval.max_new_tokens,
         cfg.rollout.max_batch_sequences,
         cfg.rollout.sampling.stop_regex,
@@ -209,6 +247,82 @@ def demo_store(
     for key, value in _flat_counts(summary):
         table.add_row(key, str(value))
     console.print(table)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[
+        Path | None,
+        typer.Option(help="Sources YAML; default: the demo sources over `rlsd demo-store`."),
+    ] = None,
+    store: Annotated[
+        Path, typer.Option(help="Demo store read by the demo sources (sets RLSD_DEMO_STORE).")
+    ] = Path("runs/demo-store.sqlite"),
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Data policy; default: policies/privileged_context.yaml."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Snapshots folder.")] = Path("runs/snapshots"),
+    source: Annotated[
+        list[str] | None, typer.Option(help="Ingest only this source (repeatable).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Snapshot name (default: the file's).")] = None,
+) -> None:
+    """Read the declared sources, validate (Great Expectations), quarantine bad rows, redact
+    PII from privileged text under the data policy, and write a versioned snapshot."""
+    _setup_logging()
+    from rlsd.context import DEMO_SOURCES, IngestionPolicyError, SourceConfigError
+    from rlsd.context.ingest import ingest as run_ingest
+    from rlsd.context.policy import SourceNotAllowedError
+    from rlsd.context.snapshot import SnapshotError
+
+    if sources is None:
+        sources = DEMO_SOURCES
+        if "RLSD_DEMO_STORE" not in os.environ:
+            if not store.exists():
+                console.print(
+                    f"[red]no demo store at {store}[/red]: run `rlsd demo-store {store}` first "
+                    "(or pass --sources for your own stores)"
+                )
+                raise typer.Exit(2)
+            os.environ["RLSD_DEMO_STORE"] = str(store.resolve())
+    done: list[str] = []
+    try:
+        with _spinner("ingesting") as status:
+
+            def on_source(name_: str, v) -> None:
+                done.append(name_)
+                status.update(f"ingesting: {', '.join(done)} done")
+
+            result = run_ingest(
+                sources, policy_path=policy, out_root=out, only=source, name=name,
+                on_source=on_source,
+            )  # fmt: skip
+    except (IngestionPolicyError, SourceConfigError, SourceNotAllowedError, SnapshotError,
+            KeyError) as exc:  # fmt: skip
+        console.print(f"[red]ingestion stopped:[/red] {exc}")
+        raise typer.Exit(1) from None
+    m = result.manifest
+    table = Table(title=f"snapshot {result.snapshot.name}")
+    for col in ("source", "domain", "rows", "tasks", "quarantined", "train", "heldout",
+                "redacted"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("source", "domain") else "right")
+    by_source = m["counts"]["by_source"]
+    for s in m["sources"]:
+        c = by_source.get(s["name"], {"train": 0, "heldout": 0})
+        red = ", ".join(f"{k} {n}" for k, n in s["redactions"].items()) or "—"
+        table.add_row(s["name"], s["domain"], str(s["rows"]), str(s["tasks"]),
+                      str(s["quarantined"]), str(c["train"]), str(c["heldout"]), red)  # fmt: skip
+    console.print(table)
+    console.print(
+        f"digest   {m['digest']}\npath     {result.snapshot}"
+        f"{'' if result.created else '  (unchanged: same content as before)'}\n"
+        f"train    rlsd train --dataset {result.snapshot}"
+    )
+
+
+def _spinner(text: str):
+    return console.status(text)
 
 
 def _flat_counts(d: dict, prefix: str = "") -> list[tuple[str, object]]:

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# CI services for the verifier sandbox, idempotent (safe to run on every CI job and by hand):
-#   1. apt-get install docker.io bubblewrap debootstrap python3-jsonschema (only what is missing);
+# CI services for the tests, idempotent (safe to run on every CI job and by hand):
+#   1. apt-get install docker.io bubblewrap debootstrap python3-jsonschema (only what is missing),
+#      and Debian's postgresql when no server binaries (initdb, pg_ctl, postgres) are found. The
+#      tests start their own throwaway server from those binaries (tests/helpers/postgres.py);
+#      the package's 'main' cluster is never used, so it is not started here (a temporary
+#      policy-rc.d denies it, unless the machine already has a policy-rc.d of its own);
 #   2. start dockerd (--iptables=false --bridge=none --storage-driver=overlay2, logging to
 #      $RLSD_DOCKERD_LOG) unless an engine already answers, and wait up to 60 s for `docker info`;
 #   3. build the verifier base image (infra/images/build-base.sh; skipped when it exists).
@@ -15,14 +19,55 @@ if [ "$(id -u)" != 0 ]; then
     SUDO="sudo"
 fi
 
+# The same places tests/helpers/postgres.py looks (less its RLSD_TEST_POSTGRES_BINDIR override).
+have_postgres() {
+    local d
+    for d in "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin \
+        "$(dirname "$(readlink -f "$(command -v initdb || echo /nonexistent)")")"; do
+        [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ] && return 0
+    done
+    return 1
+}
+
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_RC_OURS=0
+drop_policy_rc() {
+    if [ "$POLICY_RC_OURS" = 1 ]; then
+        $SUDO rm -f "$POLICY_RC"
+        POLICY_RC_OURS=0
+    fi
+}
+trap drop_policy_rc EXIT
+
 missing=()
 for pkg in docker.io bubblewrap debootstrap python3-jsonschema; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+need_postgres=0
+have_postgres || need_postgres=1
+if [ ${#missing[@]} -gt 0 ] || [ "$need_postgres" = 1 ]; then
+    $SUDO apt-get update -qq
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "start-services.sh: installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # env: sudo would drop a DEBIAN_FRONTEND set in front of it
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "$need_postgres" = 1 ]; then
+    echo "start-services.sh: installing postgresql (server binaries for the tests' own servers)"
+    if [ ! -e "$POLICY_RC" ]; then
+        # exit 101 = "action forbidden": invoke-rc.d skips starting the package's cluster,
+        # which would also fail the install if something already listens on 5432
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY_RC" >/dev/null
+        $SUDO chmod 755 "$POLICY_RC"
+        POLICY_RC_OURS=1
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    drop_policy_rc
+    if ! have_postgres; then
+        echo "start-services.sh: postgresql installed, but no initdb/pg_ctl/postgres found" >&2
+        exit 1
+    fi
 fi
 
 if docker info >/dev/null 2>&1; then

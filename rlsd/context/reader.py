@@ -9,6 +9,7 @@ quarantined row carrying the reason; nothing is dropped silently.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,12 +59,29 @@ def read_source(cfg: SourceConfig) -> list[dict[str, Any]]:
         mapped.setdefault("split", None)
         mapped.setdefault("source", None)
         mapped.setdefault("verifier", None)
-        mapped["split"] = mapped["split"] or cfg.default_split
+        mapped["split"] = mapped["split"] or hash_split(mapped.get("id"), cfg.heldout_fraction)
         mapped["verifier"] = mapped["verifier"] or cfg.verifier
         mapped["domain"] = cfg.domain
         mapped["metadata"] = {c: row[c] for c in cfg.metadata_columns}
         out.append(mapped)
     return out
+
+
+#: Salt of the split hash; changing it would reshuffle every snapshot, so it is versioned.
+SPLIT_SALT = "rlsd-split-v1"
+
+
+def hash_split(task_id: str | None, heldout_fraction: float) -> str:
+    """'heldout' for a stable ``heldout_fraction`` share of ids, else 'train'.
+
+    The position of an id in [0, 1) is its salted sha256, so the assignment depends on the id
+    alone: adding or removing other rows never moves it.
+    """
+    if task_id is None:
+        return "train"  # the row is quarantined for its null id anyway
+    h = hashlib.sha256(f"{SPLIT_SALT}:{task_id}".encode()).digest()
+    position = int.from_bytes(h[:8], "big") / 2**64
+    return "heldout" if position < heldout_fraction else "train"
 
 
 def privileged_digest(text_: str | None) -> str | None:
@@ -74,15 +92,27 @@ def privileged_digest(text_: str | None) -> str | None:
 
 
 def quarantine_record(
-    cfg: SourceConfig, row: dict[str, Any], reasons: list[str], index: int
+    cfg: SourceConfig,
+    row: dict[str, Any],
+    reasons: list[str],
+    index: int,
+    redact: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """A quarantine entry: the row minus its privileged text (digest only), and why."""
+    """A quarantine entry: the row minus its privileged text (digest only), and why.
+
+    ``redact`` scrubs PII from the prompt and answer kept for the reviewer (a row may be
+    quarantined precisely because its student prompt holds PII).
+    """
+
+    def scrub(value: Any) -> Any:
+        return redact(value) if redact is not None and isinstance(value, str) else value
+
     return {
         "source": cfg.name,
         "row_index": index,
         "id": row.get("id"),
-        "prompt": row.get("prompt"),
-        "answer": row.get("answer"),
+        "prompt": scrub(row.get("prompt")),
+        "answer": scrub(row.get("answer")),
         "privileged_sha256": privileged_digest(row.get("privileged_context")),
         "reasons": reasons,
     }
@@ -122,7 +152,9 @@ def _reason(exc: Exception) -> str:
 
 
 def rows_to_tasks(
-    cfg: SourceConfig, rows: list[dict[str, Any]]
+    cfg: SourceConfig,
+    rows: list[dict[str, Any]],
+    redact: Callable[[str], str] | None = None,
 ) -> tuple[list[Task], list[dict[str, Any]]]:
     """Map rows to tasks; rows the task record rejects come back as quarantine entries."""
     tasks, quarantined = [], []
@@ -130,5 +162,5 @@ def rows_to_tasks(
         try:
             tasks.append(row_to_task(cfg, row))
         except (ValidationError, ValueError, TypeError) as exc:
-            quarantined.append(quarantine_record(cfg, row, [_reason(exc)], i))
+            quarantined.append(quarantine_record(cfg, row, [_reason(exc)], i, redact))
     return tasks, quarantined

@@ -17,16 +17,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlsd.context.config import SourceConfig
+from rlsd.context.policy import (
+    BUILTIN_PII,
+    PrivilegedContextPolicy,
+    Redactor,
+    leak_findings,
+    pii_kinds,
+)
 from rlsd.context.reader import quarantine_record, read_source, rows_to_tasks
 from rlsd.tasks.record import Task
 
 _FRAME_COLUMNS = ("id", "prompt", "answer", "privileged_context", "verifier")
+#: Derived boolean columns: the leak guard, run inside the GE suite so its failures are named
+#: like every other expectation's.
+LEAK_COLUMNS = ("student_prompt_contains_privileged", "student_prompt_contains_redacted_remnant")
+
+#: The policy used when none is given: every source allowed, every built-in PII detector.
+DEFAULT_POLICY = PrivilegedContextPolicy(allowed_sources=["*"])
 _DROP_RESULT_KEYS = (
     "unexpected_list",
     "partial_unexpected_list",
@@ -49,6 +63,7 @@ class SourceValidation:
     tasks: list[Task]
     quarantined: list[dict[str, Any]]
     results: dict[str, Any] = field(repr=False)
+    redactions: dict[str, int] = field(default_factory=dict)
 
     @property
     def bad_fraction(self) -> float:
@@ -61,8 +76,16 @@ def expectation_label(config: dict[str, Any]) -> str:
     return f"{config['type']}({column})" if column else config["type"]
 
 
-def build_suite(cfg: SourceConfig, known_verifiers: Iterable[str]) -> Any:
-    """The GE expectation suite of a source, from its ``expectations`` block."""
+def pii_column(kind: str) -> str:
+    return f"student_text_has_{kind}"
+
+
+def build_suite(
+    cfg: SourceConfig,
+    known_verifiers: Iterable[str],
+    pii_kinds_checked: Iterable[str] = BUILTIN_PII,
+) -> Any:
+    """The GE expectation suite of a source, from its ``expectations`` block and the policy."""
     import great_expectations as gx
 
     e = cfg.expectations
@@ -87,6 +110,8 @@ def build_suite(cfg: SourceConfig, known_verifiers: Iterable[str]) -> Any:
     suite.add_expectation(
         gxe.ExpectColumnValuesToBeInSet(column="verifier", value_set=sorted(set(known_verifiers)))
     )
+    for col in (*LEAK_COLUMNS, *(pii_column(k) for k in pii_kinds_checked)):
+        suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=[False]))
     return suite
 
 
@@ -94,6 +119,10 @@ def _ephemeral_context() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
+
+    # GE configures its loggers on import; quiet them afterwards (temp-dir notices per context)
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.ERROR)
 
     ctx = gx.get_context(mode="ephemeral")
     try:  # silence the per-validation progress bars
@@ -105,15 +134,57 @@ def _ephemeral_context() -> Any:
     return ctx
 
 
+def student_text(cfg: SourceConfig, prompt: str | None) -> str:
+    """Everything the student sees of a row: the system prompt and the rendered template."""
+    if prompt is None:
+        return cfg.system_prompt or ""
+    rendered = cfg.prompt_template.replace("{prompt}", prompt)
+    return f"{cfg.system_prompt}\n{rendered}" if cfg.system_prompt else rendered
+
+
+def derived_checks(
+    cfg: SourceConfig,
+    row: dict[str, Any],
+    redacted: str | None,
+    policy: PrivilegedContextPolicy,
+    redactor: Redactor,
+) -> dict[str, bool]:
+    """The leak-guard and student-PII columns of one row."""
+    seen = student_text(cfg, row.get("prompt"))
+    raw = row.get("privileged_context")
+    leaks = leak_findings(seen, raw, redacted or raw, redactor, policy.leakage) if raw else []
+    out = {
+        LEAK_COLUMNS[0]: "contains_privileged" in leaks,
+        LEAK_COLUMNS[1]: bool(set(leaks) - {"contains_privileged"}),
+    }
+    found = set(pii_kinds(seen, redactor)) if policy.student_pii == "quarantine" else set()
+    for kind in redactor.kinds:
+        out[pii_column(kind)] = kind in found
+    return out
+
+
 def run_expectations(
-    cfg: SourceConfig, rows: list[dict[str, Any]], known_verifiers: Iterable[str]
+    cfg: SourceConfig,
+    rows: list[dict[str, Any]],
+    known_verifiers: Iterable[str],
+    derived: list[dict[str, bool]] | None = None,
+    pii_kinds_checked: Iterable[str] = (),
 ) -> tuple[dict[int, list[str]], dict[str, Any]]:
-    """Run the source's suite; returns (row index -> failed expectations, results document)."""
+    """Run the source's suite; returns (row index -> failed expectations, results document).
+
+    ``derived`` holds one dict of boolean check columns per row (see :func:`derived_checks`).
+    """
     import pandas as pd
 
     ctx = _ephemeral_context()
+    if derived is None:
+        derived = [dict.fromkeys(LEAK_COLUMNS, False) for _ in rows]
     frame = pd.DataFrame(
-        [{c: row.get(c) for c in _FRAME_COLUMNS} for row in rows], columns=list(_FRAME_COLUMNS)
+        [
+            {**{c: row.get(c) for c in _FRAME_COLUMNS}, **d}
+            for row, d in zip(rows, derived, strict=True)
+        ],
+        columns=[*_FRAME_COLUMNS, *LEAK_COLUMNS, *(pii_column(k) for k in pii_kinds_checked)],
     ).astype(object)
     batch_def = (
         ctx.data_sources.add_pandas(f"rlsd-{cfg.name}")
@@ -121,8 +192,11 @@ def run_expectations(
         .add_batch_definition_whole_dataframe("all-rows")
     )
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
-    suite = ctx.suites.add(build_suite(cfg, known_verifiers))
-    result = batch.validate(suite, result_format="COMPLETE").to_json_dict()
+    suite = ctx.suites.add(build_suite(cfg, known_verifiers, pii_kinds_checked))
+    with warnings.catch_warnings():
+        # pandas warns when a regex has groups (answer formats do); the match is still right
+        warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression")
+        result = batch.validate(suite, result_format="COMPLETE").to_json_dict()
 
     failures: dict[int, list[str]] = {}
     ids = frame["id"].tolist()
@@ -150,25 +224,51 @@ def validate_source(
     known_verifiers: Iterable[str],
     rows: list[dict[str, Any]] | None = None,
     out_dir: Path | str | None = None,
+    policy: PrivilegedContextPolicy | None = None,
 ) -> SourceValidation:
-    """Read (unless ``rows`` are given), validate, quarantine and apply the policy threshold.
+    """Read (unless ``rows`` are given), redact, validate, quarantine, apply the threshold.
 
-    With ``out_dir``, writes ``<source>.quarantine.jsonl`` and ``<source>.validation.json``
-    there (before raising, so a stopped ingestion can be inspected).
+    Privileged text is redacted by the policy's rules before the tasks are built, so the tasks
+    carry only redacted text; the leak guard checks the student prompt against both the raw and
+    the redacted text. With ``out_dir``, writes ``<source>.quarantine.jsonl`` and
+    ``<source>.validation.json`` there (before raising, so a stopped ingestion can be
+    inspected); neither holds privileged text, only its digest.
     """
     known_verifiers = list(known_verifiers)
+    policy = policy or DEFAULT_POLICY
+    redactor = Redactor(policy.redaction)
     if rows is None:
         rows = read_source(cfg)
-    failures, results = run_expectations(cfg, rows, known_verifiers) if rows else ({}, {})
+    redacted_rows, redactions, derived = [], {}, []
+    for row in rows:
+        raw = row.get("privileged_context")
+        red, counts = redactor.redact(raw) if raw else (raw, {})
+        for kind, n in counts.items():
+            redactions[kind] = redactions.get(kind, 0) + n
+        redacted_rows.append({**row, "privileged_context": red})
+        derived.append(derived_checks(cfg, row, red, policy, redactor))
+    checked = redactor.kinds if policy.student_pii == "quarantine" else []
+    failures, results = (
+        run_expectations(cfg, rows, known_verifiers, derived, checked) if rows else ({}, {})
+    )
+
+    def scrub(text: str) -> str:
+        return redactor.redact(text)[0]
+
     quarantined = [
-        quarantine_record(cfg, rows[i], reasons, i) for i, reasons in sorted(failures.items())
+        quarantine_record(cfg, rows[i], reasons, i, scrub)
+        for i, reasons in sorted(failures.items())
     ]
     passing = [i for i in range(len(rows)) if i not in failures]
-    tasks, rejected = rows_to_tasks(cfg, [rows[i] for i in passing])
+    tasks, rejected = rows_to_tasks(cfg, [redacted_rows[i] for i in passing], scrub)
     for q in rejected:  # row_index is relative to `passing`: map it back
         q["row_index"] = passing[q["row_index"]]
     quarantined = sorted(quarantined + rejected, key=lambda q: q["row_index"])
-    outcome = SourceValidation(cfg.name, len(rows), tasks, quarantined, results)
+    for q in rejected:  # the digest names the raw text, as for the other quarantined rows
+        q["privileged_sha256"] = quarantine_record(cfg, rows[q["row_index"]], [], 0)[
+            "privileged_sha256"
+        ]
+    outcome = SourceValidation(cfg.name, len(rows), tasks, quarantined, results, redactions)
 
     failed = sorted({reason for q in quarantined for reason in q["reasons"]})
     results["rlsd"] = {
@@ -178,6 +278,8 @@ def validate_source(
         "bad_fraction": outcome.bad_fraction,
         "max_bad_fraction": cfg.policy.max_bad_fraction,
         "failed_checks": failed,
+        "redactions": dict(sorted(redactions.items())),
+        "policy_digest": policy.digest(),
     }
     if out_dir is not None:
         out = Path(out_dir)

@@ -35,6 +35,19 @@ class TaskConfig(_Strict):
         description="Score every task with this registered verifier instead of the one each task "
         "names (None = the task's own).",
     )
+    dataset: str | None = Field(
+        None,
+        description="A snapshot made by `rlsd ingest` (its folder, or a snapshots folder: its "
+        "latest); replaces the generator.",
+    )
+    domains: list[str] | None = Field(
+        None, description="Use only these domains of the snapshot (None = all)."
+    )
+    sandbox_verifiers: bool = Field(
+        False,
+        description="Run the verifier inventory and score with the sandboxed verifiers (Docker, "
+        "else the local sandbox) for tasks whose verifier is not built in.",
+    )
 
 
 class AlgoConfig(_Strict):
@@ -126,6 +139,15 @@ class RunConfig(_Strict):
         5, ge=0, description="Checkpoint every N steps (0 = only at end)."
     )
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (oldest deleted).")
+    credit_samples: int = Field(
+        4,
+        ge=0,
+        description="RLSD: responses per sampled step whose per-token credit is written to "
+        "credit_samples.jsonl (the token-credit report); 0 = none.",
+    )
+    credit_sample_every: int = Field(
+        5, ge=1, description="Write credit samples at step 0 and every this many steps."
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default.")
 
 

@@ -25,10 +25,11 @@ from accelerate import Accelerator
 from rlsd import algo
 from rlsd.models import LoadedPolicy, load_policy
 from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
-from rlsd.tasks import Task, generate_tasks
+from rlsd.tasks import Task
 from rlsd.train.batch import student_prompt_ids, tasks_for_step, teacher_prompt_ids
 from rlsd.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlsd.train.config import TrainConfig, dump_config
+from rlsd.train.data import DatasetError, eval_subset, load_run_tasks
 from rlsd.train.evaluate import EvalResult, evaluate
 from rlsd.train.forward import (
     ResponseIndex,
@@ -49,6 +50,9 @@ _RESUME_FREE = {
     "run.checkpoint_every",
     "run.keep_checkpoints",
     "run.num_threads",
+    "run.credit_samples",
+    "run.credit_sample_every",
+    "task.sandbox_verifiers",
     "eval",
 }
 
@@ -125,10 +129,21 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     t_teacher = _now() - t0
     lam = algo.lambda_schedule(step, cfg.algo.lam0, cfg.algo.lambda_decay_steps)
     t0 = _now()
-    update = update_phase(s, tasks, rollout, advantages, teacher_out, index, lam)
+    capture = (
+        cfg.run.credit_samples
+        if cfg.algo.name == "rlsd"
+        and s.acc.is_main_process
+        and step % cfg.run.credit_sample_every == 0
+        else 0
+    )
+    update = update_phase(s, tasks, rollout, advantages, teacher_out, index, lam, capture)
     s.engine.sync_weights(s.model)  # the next rollout samples from the updated policy
     t_update = _now() - t0
     t_total = _now() - t_step
+    if update.credit_rows:
+        write_credit_samples(
+            s, step, update.credit_rows, group_tasks, rollout, rewards, advantages, lam
+        )
 
     return step_metrics(
         s,
@@ -229,6 +244,8 @@ class UpdateStats:
     weights: dict[str, float]
     entropy_sum: float
     num_tokens: int
+    #: (row, Â_t over the row's response tokens) for a few rows, for the token-credit report
+    credit_rows: list[tuple[int, list[float]]] = field(default_factory=list)
 
 
 def update_phase(
@@ -239,6 +256,7 @@ def update_phase(
     teacher_out: torch.Tensor | None,
     index: ResponseIndex,
     lam: float,
+    capture_credit: int = 0,
 ) -> UpdateStats:
     cfg = s.cfg
     model = s.model
@@ -254,6 +272,7 @@ def update_phase(
     model.train()
     s.optimizer.zero_grad(set_to_none=True)
     total_loss, entropy_sum = 0.0, 0.0
+    credit_rows: list[tuple[int, list[float]]] = []
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     token_offset = 0
@@ -305,6 +324,10 @@ def update_phase(
                     adv, t_logp, logp.detach(), mask, lam, cfg.algo.eps_w
                 )
                 credit = algo.rlsd_credit_stats(adv, t_logp, logp.detach(), mask, cfg.algo.eps_w)
+                for j, row in enumerate(rows):
+                    if len(credit_rows) < capture_credit and float(adv[j]) != 0.0:
+                        n = int(mask[j].sum())
+                        credit_rows.append((row, token_adv[j, :n].detach().float().tolist()))
                 informative = float(((adv != 0)[:, None] * mask).sum())
                 _accumulate(sums, weights, credit, informative)
             else:
@@ -343,7 +366,50 @@ def update_phase(
         warnings.simplefilter("ignore", UserWarning)
         s.scheduler.step()
     _accumulate(sums, weights, {"actor/skipped_step": float(skipped)}, 1.0)
-    return UpdateStats(total_loss, grad_norm, sums, weights, entropy_sum, index.num_tokens)
+    return UpdateStats(
+        total_loss, grad_norm, sums, weights, entropy_sum, index.num_tokens, credit_rows
+    )
+
+
+def write_credit_samples(
+    s: Session,
+    step: int,
+    credit_rows: list[tuple[int, list[float]]],
+    group_tasks: list[Task],
+    rollout: RolloutBatch,
+    rewards: torch.Tensor,
+    advantages: torch.Tensor,
+    lam: float,
+) -> None:
+    """Append a few responses' per-token credit to ``credit_samples.jsonl`` (the report's input).
+
+    ``weight`` is Â_t / A: the multiplier RLSD put on the verifier's verdict for that token
+    (1 everywhere under GRPO). No privileged text is written, only the student's side.
+    """
+    tok = s.policy.tokenizer
+    lines = []
+    for row, token_adv in credit_rows:
+        a = float(advantages[row])
+        ids = rollout.response_ids[row][: len(token_adv)]
+        task = group_tasks[row]
+        lines.append(
+            json.dumps(
+                {
+                    "step": step,
+                    "task_id": task.id,
+                    "prompt_preview": task.prompt[-1].content[:300],
+                    "reward": float(rewards[row]),
+                    "seq_advantage": a,
+                    "lam": lam,
+                    "eps_w": s.cfg.algo.eps_w,
+                    "tokens": [tok.decode([int(t)]) for t in ids],
+                    "token_advantage": token_adv,
+                    "weight": [x / a for x in token_adv],
+                }
+            )
+        )
+    with (s.output_dir / "credit_samples.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
 def _entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -474,6 +540,35 @@ def make_engine(cfg: TrainConfig, policy: LoadedPolicy):
     return HFGenerateEngine(policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences)
 
 
+def ensure_verifiers(cfg: TrainConfig, tasks: list[Task], output_dir: Path) -> None:
+    """Every verifier the run's tasks name must be registered before the first rollout.
+
+    Built-in verifiers are always there; the drop-in ones under ``verifiers/`` are registered
+    from a fresh inventory (built, self-tested, sandboxed) when ``task.sandbox_verifiers`` is on.
+    """
+    from rlsd.verify import known_verifiers
+
+    names = {cfg.task.verifier} if cfg.task.verifier else {t.verifier for t in tasks}
+    missing = sorted(n for n in names if n not in known_verifiers())
+    if not missing:
+        return
+    if not cfg.task.sandbox_verifiers:
+        raise DatasetError(
+            f"the run's tasks use verifier(s) {missing}, which are not built in: set "
+            "task.sandbox_verifiers=true to score them with the sandboxed verifiers under "
+            "verifiers/, or keep to built-in ones with task.domains=[...]"
+        )
+    from rlsd.paths import verifiers_root
+    from rlsd.verify.inventory import register_inventory, run_inventory
+
+    inventory = run_inventory(verifiers_root(), out=output_dir / "verifier_inventory.json")
+    registered = register_inventory(inventory)
+    log.info("sandboxed verifiers: %s", registered)
+    not_ready = [n for n in missing if n not in known_verifiers()]
+    if not_ready:
+        raise DatasetError(f"verifier(s) {not_ready} are not in the inventory under verifiers/")
+
+
 def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Session:
     acc = Accelerator(cpu=not torch.cuda.is_available())
     _check_config(cfg, acc.num_processes)
@@ -505,7 +600,17 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
 
     policy = load_policy(cfg.model)
     policy.model.to(acc.device)
-    train_tasks, heldout = generate_tasks(cfg.task.generator, getattr(cfg.task, cfg.task.generator))
+    run_tasks = load_run_tasks(cfg.task)
+    train_tasks, heldout = run_tasks.train, run_tasks.heldout
+    if resume and latest is not None and (output_dir / "dataset.json").exists():
+        saved_data = json.loads((output_dir / "dataset.json").read_text())
+        if saved_data.get("digest") != run_tasks.lineage.get("digest"):
+            raise ResumeError(
+                f"cannot resume {output_dir}: it trained on dataset digest "
+                f"{saved_data.get('digest')}, the configured dataset has "
+                f"{run_tasks.lineage.get('digest')}"
+            )
+    ensure_verifiers(cfg, train_tasks + eval_subset(heldout, cfg.eval.num_tasks), output_dir)
     params = [p for p in policy.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -547,6 +652,7 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
     if acc.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(dump_config(cfg))
+        (output_dir / "dataset.json").write_text(json.dumps(run_tasks.lineage, indent=2) + "\n")
     acc.wait_for_everyone()
     return session
 
@@ -554,7 +660,7 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
 def run_eval(s: Session) -> EvalResult:
     """Greedy held-out accuracy; ranks split the tasks and the main process merges."""
     cfg = s.cfg
-    tasks = s.heldout_tasks[: cfg.eval.num_tasks]
+    tasks = eval_subset(s.heldout_tasks, cfg.eval.num_tasks)
     world, rank = s.acc.num_processes, s.acc.process_index
     mine = tasks[rank::world]
     res = evaluate(

@@ -14,16 +14,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_store_counts(demo_store: tuple[Path, dict]) -> None:
     path, summary = demo_store
-    assert summary["tasks_per_domain"] == {"arithmetic": 320, "code": 164, "gsm8k": 1319}
+    assert summary["tasks_per_domain"] == {
+        "arithmetic": 320,
+        "code": 164,
+        "gsm8k": 1319,
+        "json": 150,
+        "sql": 200,
+    }
     assert summary["tables"] == {
-        "tasks": 1803,
-        "reasoning_traces": 1803,
-        "runbooks": 3,
-        "gold_queries": 0,
+        "tasks": 2153,
+        "reasoning_traces": 2153,
+        "runbooks": 5,
+        "gold_queries": 200,
     }
     con = sqlite3.connect(path)
     try:
-        for tbl in ("tasks", "reasoning_traces", "runbooks"):
+        for tbl in ("tasks", "reasoning_traces", "runbooks", "gold_queries"):
             empty = con.execute(
                 f"SELECT COUNT(*) FROM {tbl} WHERE provenance IS NULL OR provenance = ''"
             ).fetchone()[0]
@@ -44,6 +50,11 @@ def test_demo_store_counts(demo_store: tuple[Path, dict]) -> None:
             ).fetchone()[0]
             == 0
         )
+        # the generated domains leave the split to the snapshot (hash of the task id)
+        assert con.execute(
+            "SELECT domain, split, verifier, COUNT(*) FROM tasks WHERE domain IN ('sql', 'json') "
+            "GROUP BY domain, split, verifier ORDER BY domain"
+        ).fetchall() == [("json", "train", "json-schema", 150), ("sql", "train", "sql-result", 200)]
     finally:
         con.close()
 
@@ -54,7 +65,7 @@ def test_demo_sources_validate_cleanly_and_never_leak(
     path, _ = demo_store
     monkeypatch.setenv("RLSD_DEMO_STORE", str(path))
     known = verifier_names(REPO / "verifiers")
-    assert {"math-answer", "python-tests"} <= set(known)
+    assert {"math-answer", "python-tests", "sql-result", "json-schema"} <= set(known)
     counts = {}
     for cfg in load_sources(DEMO_SOURCES):
         out = validate_source(cfg, known)
@@ -65,4 +76,10 @@ def test_demo_sources_validate_cleanly_and_never_leak(
             for m in t.prompt:
                 assert hint not in " ".join(m.content.split()).casefold()
             assert t.source.startswith(f"context:{cfg.name} ")
-    assert counts == {"demo-arithmetic": 320, "demo-gsm8k": 1319, "demo-humaneval": 164}
+    assert counts == {
+        "demo-arithmetic": 320,
+        "demo-gsm8k": 1319,
+        "demo-humaneval": 164,
+        "demo-sql": 200,
+        "demo-json": 150,
+    }

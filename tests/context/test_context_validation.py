@@ -59,9 +59,10 @@ def test_bad_rows_are_quarantined_with_the_expectation_that_caught_them(
     assert reasons["kb-1"] == ["expect_column_values_to_be_unique(id)"] * 2
     assert reasons["kb-fmt"] == ["expect_column_values_to_match_regex(answer)"]
     assert reasons["kb-tool"] == ["expect_column_values_to_be_in_set(verifier)"]
-    assert (
-        len(reasons["kb-leak"]) == 1 and "contains the privileged context" in reasons["kb-leak"][0]
-    )
+    # the leak guard runs inside the GE suite, as a derived column
+    assert reasons["kb-leak"] == [
+        "expect_column_values_to_be_in_set(student_prompt_contains_privileged)"
+    ]
     assert sorted(t.id for t in out.tasks) == sorted(r[0] for r in GOOD_ROWS if r[0] != "kb-1")
     assert out.n_rows == 13 and len(out.quarantined) == 6
 
@@ -101,7 +102,7 @@ def test_policy_threshold_stops_ingestion_naming_source_and_expectations(
         "expect_column_values_to_be_unique(id)",
         "expect_column_values_to_match_regex(answer)",
         "expect_column_values_to_be_in_set(verifier)",
-        "task_record",
+        "expect_column_values_to_be_in_set(student_prompt_contains_privileged)",
     ):
         assert label in msg
     # the evidence is written before ingestion stops

@@ -1,0 +1,250 @@
+"""Versioned dataset snapshots: what ingestion produces and the trainer reads.
+
+A snapshot is a directory named ``<name>-<digest12>``::
+
+    manifest.json        format, content digest, counts per split / domain / source, the sources
+                         (URL with its ${ENV} references, query digest), the data policy's digest,
+                         the split rule, file digests, validation outcome
+    tasks.jsonl          one task per line, sorted by id: the student prompt, answer, verifier,
+                         split, domain, provenance -- and only a digest of the privileged text
+    privileged.jsonl     id -> redacted privileged text; governed data for the trainer only,
+                         never logged as an artifact unless the policy allows it
+    validation/          per-source Great Expectations results and a summary.json
+    quarantine/          per-source quarantined rows (reasons, digests; no privileged text)
+
+The content digest covers ``tasks.jsonl`` and ``privileged.jsonl`` (both canonical JSON, sorted
+by id), so the same inputs give the same digest whatever the database engine or the time of
+ingestion, and a snapshot directory is written once (to a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlsd.context.reader import privileged_digest
+from rlsd.tasks.record import Task
+
+SNAPSHOT_FORMAT = "rlsd-snapshot/1"
+TASKS_FILE = "tasks.jsonl"
+PRIVILEGED_FILE = "privileged.jsonl"
+MANIFEST_FILE = "manifest.json"
+LATEST_FILE = "LATEST"
+
+
+class SnapshotError(ValueError):
+    """A snapshot is missing, malformed or does not match its manifest."""
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def task_line(task: Task) -> dict[str, Any]:
+    """A task as stored in ``tasks.jsonl``: everything but the privileged text."""
+    data = task.model_dump(mode="json")
+    data["privileged_sha256"] = privileged_digest(data.pop("privileged_context"))
+    return data
+
+
+def encode_tasks(tasks: Sequence[Task]) -> tuple[bytes, bytes]:
+    """The two data files' bytes, sorted by id (ids must be unique)."""
+    ordered = sorted(tasks, key=lambda t: t.id)
+    ids = [t.id for t in ordered]
+    dup = sorted({a for a, b in zip(ids, ids[1:], strict=False) if a == b})
+    if dup:
+        raise SnapshotError(f"task ids repeat in the snapshot: {dup[:10]}")
+    tasks_bytes = "".join(_canon(task_line(t)) + "\n" for t in ordered).encode("utf-8")
+    priv_bytes = "".join(
+        _canon({"id": t.id, "privileged_context": t.privileged_context}) + "\n" for t in ordered
+    ).encode("utf-8")
+    return tasks_bytes, priv_bytes
+
+
+def content_digest(tasks_bytes: bytes, priv_bytes: bytes) -> str:
+    h = hashlib.sha256()
+    for name, data in ((TASKS_FILE, tasks_bytes), (PRIVILEGED_FILE, priv_bytes)):
+        h.update(f"{name}\n{len(data)}\n".encode())
+        h.update(data)
+    return "sha256:" + h.hexdigest()
+
+
+def _counts(tasks: Sequence[Task]) -> dict[str, Any]:
+    by_domain: dict[str, dict[str, int]] = {}
+    by_source: dict[str, dict[str, int]] = {}
+    for t in tasks:
+        domain = str(t.metadata.get("domain", "unknown"))
+        source = str(t.metadata.get("context_source", "unknown"))
+        for table, key in ((by_domain, domain), (by_source, source)):
+            row = table.setdefault(key, {"train": 0, "heldout": 0})
+            row[t.split] += 1
+    return {
+        "tasks": len(tasks),
+        "train": sum(t.split == "train" for t in tasks),
+        "heldout": sum(t.split == "heldout" for t in tasks),
+        "by_domain": dict(sorted(by_domain.items())),
+        "by_source": dict(sorted(by_source.items())),
+    }
+
+
+def write_snapshot(
+    tasks: Sequence[Task],
+    out_root: Path | str,
+    *,
+    name: str,
+    manifest_extra: dict[str, Any],
+    evidence_dir: Path | str | None = None,
+) -> tuple[Path, bool]:
+    """Write (or find) the snapshot of ``tasks``; returns (directory, created).
+
+    ``evidence_dir`` holds ``validation/`` and ``quarantine/`` to move in. If a snapshot with the
+    same content digest exists it is kept as it is (``created`` is False): its evidence is that
+    of the ingestion that first produced it.
+    """
+    out_root = Path(out_root)
+    tasks_bytes, priv_bytes = encode_tasks(tasks)
+    digest = content_digest(tasks_bytes, priv_bytes)
+    final = out_root / f"{name}-{digest.removeprefix('sha256:')[:12]}"
+    out_root.mkdir(parents=True, exist_ok=True)
+    if (final / MANIFEST_FILE).exists():
+        existing = json.loads((final / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if existing.get("digest") != digest:
+            raise SnapshotError(
+                f"{final} exists with digest {existing.get('digest')}, not {digest}"
+            )
+        _set_latest(out_root, final.name)
+        return final, False
+    manifest = {
+        "format": SNAPSHOT_FORMAT,
+        "name": name,
+        "digest": digest,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "counts": _counts(tasks),
+        "files": {
+            TASKS_FILE: {"sha256": hashlib.sha256(tasks_bytes).hexdigest(), "lines": len(tasks)},
+            PRIVILEGED_FILE: {
+                "sha256": hashlib.sha256(priv_bytes).hexdigest(),
+                "lines": len(tasks),
+                "privileged": True,
+            },
+        },
+        **manifest_extra,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_root))
+    try:
+        (tmp / TASKS_FILE).write_bytes(tasks_bytes)
+        (tmp / PRIVILEGED_FILE).write_bytes(priv_bytes)
+        os.chmod(tmp / PRIVILEGED_FILE, 0o600)  # governed data: owner-only, like the source DB
+        if evidence_dir is not None:
+            for sub in ("validation", "quarantine"):
+                src = Path(evidence_dir) / sub
+                if src.exists():
+                    shutil.copytree(src, tmp / sub)
+        (tmp / MANIFEST_FILE).write_text(
+            json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+        os.chmod(tmp, 0o755)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _set_latest(out_root, final.name)
+    return final, True
+
+
+def _set_latest(out_root: Path, dirname: str) -> None:
+    tmp = out_root / f".{LATEST_FILE}.tmp"
+    tmp.write_text(dirname + "\n", encoding="utf-8")
+    tmp.replace(out_root / LATEST_FILE)
+
+
+@dataclass
+class Snapshot:
+    path: Path
+    manifest: dict[str, Any]
+    tasks: list[Task]
+
+    @property
+    def digest(self) -> str:
+        return str(self.manifest["digest"])
+
+    def split(self, which: str, domains: Iterable[str] | None = None) -> list[Task]:
+        wanted = set(domains) if domains else None
+        return [
+            t
+            for t in self.tasks
+            if t.split == which and (wanted is None or t.metadata.get("domain") in wanted)
+        ]
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.manifest["counts"]["by_domain"])
+
+
+def resolve_snapshot_path(path: Path | str) -> Path:
+    """A snapshot directory, its manifest, or a snapshots root (its LATEST snapshot)."""
+    p = Path(path)
+    if p.is_file() and p.name == MANIFEST_FILE:
+        p = p.parent
+    if (p / MANIFEST_FILE).exists():
+        return p
+    if (p / LATEST_FILE).exists():
+        return p / (p / LATEST_FILE).read_text(encoding="utf-8").strip()
+    raise SnapshotError(
+        f"{p}: not a snapshot (no {MANIFEST_FILE}) nor a snapshots folder (no {LATEST_FILE}); "
+        "run `rlsd ingest` to make one"
+    )
+
+
+def load_snapshot(path: Path | str, *, verify: bool = True) -> Snapshot:
+    """Read a snapshot; with ``verify`` the files must match the manifest's digests."""
+    root = resolve_snapshot_path(path)
+    try:
+        manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SnapshotError(f"{root / MANIFEST_FILE}: unreadable manifest: {exc}") from exc
+    if manifest.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotError(
+            f"{root / MANIFEST_FILE}: format {manifest.get('format')!r}, expected "
+            f"{SNAPSHOT_FORMAT!r}"
+        )
+    tasks_bytes = (root / TASKS_FILE).read_bytes()
+    priv_bytes = (root / PRIVILEGED_FILE).read_bytes()
+    if verify:
+        for fname, data in ((TASKS_FILE, tasks_bytes), (PRIVILEGED_FILE, priv_bytes)):
+            want = manifest["files"][fname]["sha256"]
+            got = hashlib.sha256(data).hexdigest()
+            if got != want:
+                raise SnapshotError(
+                    f"{root / fname}: sha256 {got[:16]}... does not match the manifest's "
+                    f"{want[:16]}...; the snapshot was modified after ingestion"
+                )
+    privileged: dict[str, str] = {}
+    for line in priv_bytes.decode("utf-8").splitlines():
+        rec = json.loads(line)
+        privileged[rec["id"]] = rec["privileged_context"]
+    tasks = []
+    for n, line in enumerate(tasks_bytes.decode("utf-8").splitlines(), start=1):
+        rec = json.loads(line)
+        digest = rec.pop("privileged_sha256")
+        if rec["id"] not in privileged:
+            raise SnapshotError(
+                f"{root / TASKS_FILE}:{n}: task {rec['id']!r} has no privileged row"
+            )
+        rec["privileged_context"] = privileged[rec["id"]]
+        if verify and privileged_digest(rec["privileged_context"]) != digest:
+            raise SnapshotError(f"{root / TASKS_FILE}:{n}: privileged digest mismatch")
+        try:
+            tasks.append(Task.model_validate(rec))
+        except ValueError as exc:
+            raise SnapshotError(f"{root / TASKS_FILE}:{n}: invalid task: {exc}") from exc
+    return Snapshot(root, manifest, tasks)

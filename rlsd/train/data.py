@@ -1,0 +1,69 @@
+"""Where a run's tasks come from: a task generator, or a snapshot made by ``rlsd ingest``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlsd.tasks import Task, generate_tasks
+from rlsd.train.config import TaskConfig
+
+
+class DatasetError(ValueError):
+    """The configured dataset cannot feed this run; the message says what to change."""
+
+
+@dataclass
+class RunTasks:
+    train: list[Task]
+    heldout: list[Task]
+    #: what the run records about its data: generator settings or snapshot path and digest
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run_tasks(cfg: TaskConfig) -> RunTasks:
+    if cfg.dataset is None:
+        train, heldout = generate_tasks(cfg.generator, getattr(cfg, cfg.generator))
+        return RunTasks(train, heldout, {"generator": cfg.generator})
+    from rlsd.context.snapshot import load_snapshot
+
+    snap = load_snapshot(cfg.dataset)
+    domains = cfg.domains
+    if domains:
+        unknown = sorted(set(domains) - set(snap.domains))
+        if unknown:
+            raise DatasetError(
+                f"task.domains: {unknown} not in snapshot {snap.path} (it has {snap.domains})"
+            )
+    train, heldout = snap.split("train", domains), snap.split("heldout", domains)
+    if not train:
+        raise DatasetError(
+            f"task.dataset {snap.path}: no training tasks"
+            + (f" in domains {domains}" if domains else "")
+            + f"; its counts per domain: {snap.manifest['counts']['by_domain']}"
+        )
+    lineage = {
+        "dataset": str(snap.path),
+        "digest": snap.digest,
+        "domains": domains or snap.domains,
+        "train": len(train),
+        "heldout": len(heldout),
+    }
+    return RunTasks(train, heldout, lineage)
+
+
+def eval_subset(tasks: list[Task], n: int) -> list[Task]:
+    """The first ``n`` held-out tasks, taken round-robin across domains (in id order within
+    each), so a mixed snapshot's evaluation covers every domain, not the first alphabetically."""
+    groups: dict[str, list[Task]] = {}
+    for t in tasks:
+        groups.setdefault(str(t.metadata.get("domain", "")), []).append(t)
+    if len(groups) <= 1:
+        return tasks[:n]
+    out: list[Task] = []
+    queues = [list(g) for _, g in sorted(groups.items())]
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out

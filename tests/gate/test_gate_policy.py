@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from rlsd.gate import DEFAULT_POLICY, PolicyError, PromotionPolicy, load_policy, policy_digest
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY_FILE = REPO / DEFAULT_POLICY
+
+
+def _write(tmp_path: Path, data: object, name: str = "promotion.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_the_repository_policy_loads_with_documented_defaults() -> None:
+    policy = load_policy(POLICY_FILE)
+    assert policy.primary_metric == "heldout_accuracy"
+    assert policy.confidence == 0.95
+    assert policy.min_gain_over_control == -0.02
+    assert policy.min_gain_over_champion == 0.0
+    assert policy.max_domain_regression == 0.05
+    assert policy.min_domain_tasks == 20
+    assert policy.require_verifiers_ready and policy.require_validation_passed
+    assert policy.require_docker_sandbox
+    assert policy.approval.required and policy.approval.on_timeout == "reject"
+    # every field is written out in the file, none left to the model's defaults
+    written = yaml.safe_load(POLICY_FILE.read_text())
+    assert set(written) == set(PromotionPolicy.model_fields)
+
+
+def test_the_file_and_the_model_defaults_agree() -> None:
+    # so a policy written with fewer fields means what the repository file says
+    assert load_policy(POLICY_FILE) == PromotionPolicy()
+
+
+def test_an_empty_file_is_the_default_policy(tmp_path: Path) -> None:
+    assert load_policy(_write(tmp_path, "")) == PromotionPolicy()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("confidence", 1.5, "confidence"),
+        ("bootstrap_samples", 10, "bootstrap_samples"),
+        ("min_gain_over_control", 2.0, "min_gain_over_control"),
+        ("max_domain_regression", -0.1, "max_domain_regression"),
+        ("min_domain_tasks", 0, "min_domain_tasks"),
+        ("primary_metric", "", "primary_metric"),
+        ("version", 2, "version"),
+    ],
+)
+def test_errors_name_the_file_field_and_value(
+    tmp_path: Path, field: str, value: object, where: str
+) -> None:
+    path = _write(tmp_path, {field: value})
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    msg = str(exc.value)
+    assert str(path) in msg
+    assert f"  {where}:" in msg
+    assert f"(got {value!r})" in msg
+
+
+def test_nested_errors_name_the_dotted_field(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"approval": {"timeout_s": 0, "on_timeout": "promote"}})
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    msg = str(exc.value)
+    assert "approval.timeout_s:" in msg and "(got 0)" in msg
+    assert "approval.on_timeout:" in msg and "(got 'promote')" in msg
+
+
+def test_unknown_fields_are_refused_with_the_known_ones(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"min_gain_over_contrl": 0.1, "approval": {"requird": False}})
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    msg = str(exc.value)
+    assert "min_gain_over_contrl: unknown field" in msg and "min_gain_over_control" in msg
+    assert "approval.requird: unknown field (known: required, timeout_s, on_timeout)" in msg
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="no such policy file"):
+        load_policy(tmp_path / "missing.yaml")
+    with pytest.raises(PolicyError, match="cannot read policy file"):
+        load_policy(_write(tmp_path, "confidence: [0.9"))
+    with pytest.raises(PolicyError, match="top level must be a mapping, got list"):
+        load_policy(_write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_overrides_apply_and_are_named_when_wrong() -> None:
+    policy = load_policy(
+        POLICY_FILE, ["min_gain_over_control=-0.15", "require_docker_sandbox=false"]
+    )
+    assert policy.min_gain_over_control == -0.15 and not policy.require_docker_sandbox
+    policy = load_policy(POLICY_FILE, {"approval.required": False})
+    assert not policy.approval.required and policy.approval.timeout_s == 86400
+    with pytest.raises(PolicyError) as exc:
+        load_policy(POLICY_FILE, {"confidence": 1.5})
+    assert "confidence:" in str(exc.value) and "(from an override)" in str(exc.value)
+    with pytest.raises(PolicyError, match="must look like field=value"):
+        load_policy(POLICY_FILE, ["confidence"])
+
+
+def test_the_policy_is_frozen() -> None:
+    with pytest.raises(ValidationError):
+        PromotionPolicy().confidence = 0.5  # type: ignore[misc]
+
+
+def test_digest_is_stable_and_ignores_key_order(tmp_path: Path) -> None:
+    a = _write(tmp_path, {"confidence": 0.9, "min_domain_tasks": 10}, "a.yaml")
+    b = _write(tmp_path, "min_domain_tasks: 10\nconfidence: 0.9\n", "b.yaml")
+    digest = policy_digest(load_policy(a))
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert policy_digest(load_policy(b)) == digest
+    assert policy_digest(load_policy(a)) == digest
+    # defaults count: the digest names the effective policy, not the text of the file
+    assert policy_digest(load_policy(POLICY_FILE)) == policy_digest(PromotionPolicy())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"min_gain_over_control": -0.03},
+        {"bootstrap_seed": 1},
+        {"require_docker_sandbox": False},
+        {"approval": {"timeout_s": 3600}},
+    ],
+)
+def test_digest_changes_when_a_field_changes(change: dict[str, object]) -> None:
+    assert policy_digest(PromotionPolicy(**change)) != policy_digest(PromotionPolicy())
+
+
+@settings(max_examples=50, deadline=None)
+@given(x=st.floats(-1.0, 1.0, allow_nan=False), y=st.floats(-1.0, 1.0, allow_nan=False))
+def test_digest_separates_any_two_gains(x: float, y: float) -> None:
+    dx = policy_digest(PromotionPolicy(min_gain_over_champion=x))
+    dy = policy_digest(PromotionPolicy(min_gain_over_champion=y))
+    assert (dx == dy) == (x == y)
+
+
+def test_negative_zero_is_zero() -> None:
+    assert policy_digest(PromotionPolicy(min_gain_over_champion=-0.0)) == policy_digest(
+        PromotionPolicy(min_gain_over_champion=0.0)
+    )
