@@ -2,8 +2,11 @@
 
 Sources are declared in YAML (:mod:`rlsd.context.config`), read through SQLAlchemy
 (:mod:`rlsd.context.reader`), validated with Great Expectations and quarantined under a policy
-threshold (:mod:`rlsd.context.validation`). :mod:`rlsd.context.demo_store` builds the embedded
-SQLite demo store and ``DEMO_SOURCES`` declares the sources over it.
+threshold (:mod:`rlsd.context.validation`) under the data policy's redaction and leak rules
+(:mod:`rlsd.context.policy`), and written as versioned snapshots (:mod:`rlsd.context.snapshot`,
+:mod:`rlsd.context.ingest`). :mod:`rlsd.context.demo_store` builds the embedded SQLite demo store
+(with :mod:`~rlsd.context.demo_sql` and :mod:`~rlsd.context.demo_json`) and ``DEMO_SOURCES``
+declares the sources over it; :mod:`rlsd.context.store_copy` copies a store between databases.
 """
 
 from __future__ import annotations
