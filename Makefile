@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := False
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo compare test test-all lint bench clean
 
 $(BIN)/.rlsd-installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ $(BIN)/.rlsd-installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.rlsd-installed
 
+# The main job: the retrain pipeline on the embedded defaults (temporary Prefect API, MLflow on
+# SQLite under runs/mlflow, the SQLite demo store, SmolLM2; Docker sandbox if an engine answers).
 demo: setup
+	$(BIN)/rlsd retrain --auto-approve
+
+# RLSD beside GRPO only (no pipeline, no MLflow): the comparison table.
+compare: setup
 	$(BIN)/rlsd demo
 
 test: setup

@@ -321,6 +321,157 @@ def ingest(
     )
 
 
+@app.command()
+def retrain(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Pipeline YAML (default: embedded).")
+    ] = None,
+    sources: Annotated[str | None, typer.Option(help="Sources YAML (default: demo).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps per arm.")] = None,
+    auto_approve: Annotated[
+        bool,
+        typer.Option(help="Approve without a human (demo / unattended tests only; recorded)."),
+    ] = False,
+    approval_timeout: Annotated[
+        int | None, typer.Option(help="Seconds to wait for a human approval.")
+    ] = None,
+) -> None:
+    """Run the retraining pipeline: verifier inventory, ingestion, RLSD and GRPO arms,
+    evaluation, promotion gate, approval, alias move; everything logged to MLflow."""
+    _setup_logging()
+    _quiet_services()
+    from flows.retrain import retrain as retrain_flow
+
+    out = retrain_flow(
+        config=str(config) if config else None,
+        sources=sources,
+        steps=steps,
+        auto_approve=auto_approve,
+        approval_timeout_s=approval_timeout,
+    )
+    table = Table(title="held-out accuracy (greedy, same tasks and verifiers)")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    for name, acc in out["comparison"].items():
+        table.add_row(name + (" (candidate)" if name == out["winner"] else ""), _pct(acc))
+    console.print(table)
+    console.print(out["decision_markdown"], markup=False)
+    console.print(
+        f"[bold]outcome:[/bold] {out['outcome']} — {out['registered_model']} version "
+        f"{out['version']}"
+        + (
+            f" (approval: {out['approval']['mode']}, {out['approval']['approver']})"
+            if out["approval"]
+            else ""
+        )  # fmt: skip
+    )
+    tracking = out["tracking_uri"]
+    api = os.environ.get("PREFECT_API_URL")
+    console.print(
+        "MLflow UI:  "
+        + (tracking if tracking.startswith("http") else f"mlflow ui --backend-store-uri {tracking}")
+        + f"  (run {out['mlflow_run_id']})\n"
+        + "Prefect UI: "
+        + (
+            api.removesuffix("/api") + f"/runs/flow-run/{out['flow_run_id']}"
+            if api
+            else "this run used Prefect's temporary local API; `prefect server start` and "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api keep runs for the UI"
+        )  # fmt: skip
+        + f"\nLineage:    rlsd lineage {out['registered_model']}@{out['version']}",
+        markup=False,
+    )
+
+
+def _quiet_services() -> None:
+    for k, v in {
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }.items():
+        os.environ.setdefault(k, v)
+
+
+def _resume_with(flow_run_id: str, decision: str, approver: str, reason: str) -> None:
+    _quiet_services()
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(
+            "[red]PREFECT_API_URL is not set[/red]: approvals go to the Prefect server the "
+            "paused run lives on (e.g. http://127.0.0.1:4200/api)"
+        )
+        raise typer.Exit(2)
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - the server's message says what is wrong
+            console.print(f"[red]no flow run {flow_run_id}:[/red] {exc}")
+            raise typer.Exit(2) from None
+    if run.state is None or not run.state.is_paused():
+        console.print(
+            f"[red]flow run {flow_run_id} is {run.state.name if run.state else 'unknown'}[/red],"
+            " not paused for approval"
+        )
+        raise typer.Exit(2)
+    resume_flow_run(
+        flow_run_id, run_input={"decision": decision, "approver": approver, "reason": reason}
+    )
+    console.print(f"{decision} sent to flow run {flow_run_id} ({run.name}) as {approver}")
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused retrain flow run.")],
+    approver: Annotated[str, typer.Option(help="Who approves.")],
+    reason: Annotated[str, typer.Option(help="Why.")],
+) -> None:
+    """Approve a retrain run waiting at the promotion gate (moves the champion alias)."""
+    _resume_with(flow_run_id, "approve", approver, reason)
+
+
+@app.command()
+def reject(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused retrain flow run.")],
+    approver: Annotated[str, typer.Option(help="Who rejects.")],
+    reason: Annotated[str, typer.Option(help="Why.")],
+) -> None:
+    """Reject a retrain run waiting at the promotion gate (the alias stays)."""
+    _resume_with(flow_run_id, "reject", approver, reason)
+
+
+@app.command()
+def lineage(
+    ref: Annotated[
+        str, typer.Argument(help="<model>@<alias or version>, e.g. rlsd-policy@champion")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Also write Markdown here (and .html beside it).")
+    ] = None,
+) -> None:
+    """Print a model version's lineage, read from MLflow alone."""
+    _quiet_services()
+    from rlsd.tracking.lineage import LineageError, lineage_markdown, render_html
+    from rlsd.tracking.runs import configure
+
+    configure()
+    try:
+        text = lineage_markdown(ref)
+    except LineageError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    from rich.markdown import Markdown
+
+    console.print(Markdown(text))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        out.with_suffix(".html").write_text(render_html(text, f"lineage {ref}"), encoding="utf-8")
+        console.print(f"written: {out} and {out.with_suffix('.html')}")
+
+
 def _spinner(text: str):
     return console.status(text)
 

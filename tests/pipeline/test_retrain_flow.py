@@ -1,0 +1,218 @@
+"""The retrain flow for real: Prefect's temporary local API, MLflow on SQLite, the demo store,
+the Docker (or local) sandbox, a tiny model. Two pipeline runs against one registry: the first
+promotes (auto-approval, recorded as such); the second evaluates the champion and is rejected by
+its gate, leaving the alias where it was. Then the lineage of the champion, from MLflow alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.docker
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        RLSD_NO_PROGRESS="1",
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+    )
+    return env
+
+
+def pipeline_config(tmp: Path, model_dir: Path, store: Path, **extra: object) -> Path:
+    """A pipeline YAML that runs every stage in seconds (tiny model, two steps, 8 eval tasks)."""
+    verifiers = tmp / "verifiers"
+    if not verifiers.exists():  # only the verifier the arithmetic domain needs
+        verifiers.mkdir()
+        shutil.copytree(REPO / "verifiers" / "math-answer", verifiers / "math-answer",
+                        ignore=shutil.ignore_patterns("build"))  # fmt: skip
+    cfg = {
+        "work_dir": str(tmp / "pipeline"),
+        "demo_store": str(store),
+        "snapshots_dir": str(tmp / "snapshots"),
+        "verifiers_root": str(verifiers),
+        "source_names": ["demo-arithmetic"],
+        "domains": ["arithmetic"],
+        "eval_tasks": 8,
+        "train_overrides": {
+            "model.name_or_path": str(model_dir),
+            "run.steps": 2,
+            "rollout.group_size": 4,
+            "rollout.prompts_per_step": 2,
+            "rollout.sampling.max_new_tokens": 8,
+            "eval.max_new_tokens": 6,
+            "run.num_threads": 1,
+        },
+        "promotion_overrides": {
+            "min_gain_over_control": -1.0,
+            "min_gain_over_champion": -1.0,
+            "require_docker_sandbox": False,
+        },
+        **extra,
+    }
+    path = tmp / f"pipeline-{len(list(tmp.glob('pipeline-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_retrain(tmp: Path, config: Path, **kwargs: object) -> dict:
+    code = (
+        "import json, sys; from flows.retrain import retrain; "
+        f"out = retrain(config={str(config)!r}, **{kwargs!r}); "
+        "print('RESULT ' + json.dumps(out))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from rlsd.context import build_demo_store
+
+    tmp = tmp_path_factory.mktemp("retrain")
+    store = tmp / "demo.sqlite"
+    build_demo_store(store, sql_tasks=0, json_tasks=0)
+    first = run_retrain(tmp, pipeline_config(tmp, tiny_model_dir, store), auto_approve=True)
+    # the second gate demands a gain no model can show: rejected, the alias must not move
+    strict = pipeline_config(
+        tmp, tiny_model_dir, store,
+        promotion_overrides={"min_gain_over_control": 0.5, "require_docker_sandbox": False},
+    )  # fmt: skip
+    second = run_retrain(tmp, strict, auto_approve=True)
+    return {"tmp": tmp, "first": first, "second": second}
+
+
+def _client(tmp: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    return mlflow.MlflowClient()
+
+
+def test_first_run_promotes_with_an_auto_approval_recorded_as_such(two_runs: dict) -> None:
+    first, tmp = two_runs["first"], two_runs["tmp"]
+    assert first["gate_passed"] and first["outcome"] == "promote"
+    assert first["approval"]["mode"] == "auto" and first["approval"]["approver"] == "auto-approve"
+    assert set(first["comparison"]) == {"base", "rlsd", "grpo"}
+    client = _client(tmp)
+    champ = client.get_model_version_by_alias("rlsd-policy", "champion")
+    assert str(champ.version) == first["version"] == "1"
+    tags = champ.tags
+    assert tags["rlsd.approval.mode"] == "auto" and tags["rlsd.gate.outcome"] == "promote"
+    assert tags["rlsd.gate.decision"] == "passed" and len(tags["rlsd.gate.decision_digest"]) == 64
+    assert tags["rlsd.pipeline_run_id"] == first["mlflow_run_id"]
+    # the weights are in the artifact store and load as a model
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(artifact_uri=champ.source, dst_path=str(tmp / "dl"))
+    assert (Path(local) / "model.safetensors").exists() and (Path(local) / "config.json").exists()
+
+
+def test_stage_runs_hold_every_artifact_the_lineage_needs(two_runs: dict) -> None:
+    first, tmp = two_runs["first"], two_runs["tmp"]
+    client = _client(tmp)
+    parent = client.get_run(first["mlflow_run_id"])
+    assert parent.data.tags["rlsd.kind"] == "pipeline"
+    assert parent.data.tags["prefect.flow_run_id"] == first["flow_run_id"]
+    assert parent.data.tags["rlsd.git_sha"] not in ("", "unknown")
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`rlsd.pipeline_run_id` = '{first['mlflow_run_id']}'",
+    )
+    stages = sorted((r.data.tags["rlsd.stage"], r.data.tags.get("rlsd.arm", "")) for r in children)
+    assert stages == sorted([
+        ("verifier_inventory", ""), ("ingest_context", ""), ("train", "rlsd"), ("train", "grpo"),
+        ("evaluate", "base"), ("evaluate", "rlsd"), ("evaluate", "grpo"), ("promotion_gate", ""),
+    ])  # fmt: skip
+    by = {(r.data.tags["rlsd.stage"], r.data.tags.get("rlsd.arm", "")): r for r in children}
+    # every nested run points back at the Prefect flow run
+    assert {r.data.tags["prefect.flow_run_id"] for r in children} == {first["flow_run_id"]}
+    train = by[("train", "rlsd")]
+    history = client.get_metric_history(train.info.run_id, "reward/mean")
+    assert [m.step for m in history] == [1, 2]  # per-step metrics, batched
+    names = {a.path for a in client.list_artifacts(train.info.run_id, "credit")}
+    assert "credit/token_credit.html" in names
+    ingest = by[("ingest_context", "")]
+    digest = ingest.data.tags["rlsd.dataset_digest"]
+    (inp,) = ingest.inputs.dataset_inputs
+    assert digest.removeprefix("sha256:").startswith(inp.dataset.digest)
+    # privileged text never reaches MLflow (the policy says so): only its digests
+    art = Path(client.download_artifacts(ingest.info.run_id, "dataset", str(tmp / "ds")))
+    assert not list(art.rglob("privileged.jsonl"))
+    plots = {a.path for a in client.list_artifacts(first["mlflow_run_id"], "plots")}
+    assert "plots/training_curves.png" in plots
+
+
+def test_second_run_evaluates_the_champion_and_its_rejection_keeps_the_alias(
+    two_runs: dict,
+) -> None:
+    second, tmp = two_runs["second"], two_runs["tmp"]
+    assert "champion" in second["comparison"]
+    assert not second["gate_passed"] and second["outcome"] == "reject"
+    assert second["approval"] is None  # a failed gate never asks a human
+    client = _client(tmp)
+    assert str(client.get_model_version_by_alias("rlsd-policy", "champion").version) == "1"
+    v2 = client.get_model_version("rlsd-policy", second["version"])
+    assert v2.tags["rlsd.gate.decision"] == "failed" and v2.tags["rlsd.gate.outcome"] == "reject"
+    assert "gain_over_control" in second["decision_markdown"]
+
+
+def test_lineage_reads_the_whole_chain_from_mlflow(two_runs: dict) -> None:
+    tmp = two_runs["tmp"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlsd.cli", "lineage", "rlsd-policy@champion",
+         "--out", str(tmp / "lineage" / "champion.md")],
+        cwd=tmp, env={**_env(tmp), "COLUMNS": "200"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp / "lineage" / "champion.md").read_text()
+    first = two_runs["first"]
+    for needle in (
+        "Lineage of `rlsd-policy` version 1",
+        "champion",
+        first["mlflow_run_id"],
+        first["flow_run_id"],  # both ids, pointing at each other
+        "demo-arithmetic",
+        "sqlite:///${RLSD_DEMO_STORE}",  # data sources (no secrets)
+        "Validation (Great Expectations)",
+        "math-answer",
+        "spec sha256",  # verifiers and digests
+        "code version (git)",
+        "rlsd",  # training config, code version
+        "Evaluation (held-out",
+        "base",
+        "grpo",  # metrics and the control comparison
+        "gain_over_control",
+        "PASS",  # the gate decision
+        "auto-approve",
+        "promote",  # the approval and the outcome
+    ):
+        assert needle in text, needle
+    snapshot_digest = json.loads(
+        next((tmp / "snapshots").glob("demo-sources-*/manifest.json")).read_text()
+    )["digest"]
+    assert snapshot_digest in text
+    html = (tmp / "lineage" / "champion.html").read_text()
+    assert "<table>" in html and "gain_over_control" in html
