@@ -15,11 +15,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.input import RunInput
+from pydantic import Field
 
 if __package__ in (None, ""):  # `prefect deploy` loads this file by path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,8 +35,9 @@ class ApprovalInput(RunInput):
     """What a reviewer gives to resume the paused flow (Prefect UI form or `rlsd approve`)."""
 
     decision: Literal["approve", "reject"]
-    approver: str
-    reason: str
+    # the server validates the answer against this schema: blank names or reasons are refused
+    approver: Annotated[str, Field(min_length=1, pattern=r"\S")]
+    reason: Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
 def _transient_db_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -194,6 +196,7 @@ def retrain(
         create_link_artifact(
             _run_link(tracking, exp, parent), link_text=f"MLflow run {parent}", key="mlflow-run"
         )
+        _tag_flow_run(f"mlflow-run:{parent}")
         run_dir = Path(cfg.work_dir) / parent
         run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -278,6 +281,18 @@ def retrain(
         "decision_markdown": gate.markdown,
         "flow_run_id": fr_id,
     }
+
+
+def _tag_flow_run(tag: str) -> None:
+    """Add a tag to this flow run, so the Prefect side names the MLflow run too."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id is None:
+        return
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id)
+        client.update_flow_run(flow_run.id, tags=[*(current.tags or []), tag])
 
 
 def _run_link(tracking: str, exp: str, run_id: str) -> str:

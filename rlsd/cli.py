@@ -416,9 +416,25 @@ def _resume_with(flow_run_id: str, decision: str, approver: str, reason: str) ->
             " not paused for approval"
         )
         raise typer.Exit(2)
-    resume_flow_run(
-        flow_run_id, run_input={"decision": decision, "approver": approver, "reason": reason}
-    )
+    import time
+
+    # The run turns PAUSED a moment before the flow stores its input schema; a resume in that
+    # window is refused ("schema not found"), so retry briefly. Invalid input is refused by the
+    # server against the schema: say why and leave the run paused.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            resume_flow_run(
+                flow_run_id,
+                run_input={"decision": decision, "approver": approver, "reason": reason},
+            )
+            break
+        except RuntimeError as exc:
+            if "schema not found" in str(exc).lower() and time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            console.print(f"[red]the server refused the {decision}:[/red] {exc}")
+            raise typer.Exit(2) from None
     console.print(f"{decision} sent to flow run {flow_run_id} ({run.name}) as {approver}")
 
 

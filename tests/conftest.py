@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.helpers.postgres import postgres_server  # noqa: F401
+from tests.helpers.servers import prefect_mlflow_servers  # noqa: F401
 
 os.environ.setdefault("RLSD_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -646,6 +646,9 @@ def gate_stage(
         )
         mlflow.log_metric("passed", float(decision.passed))
         client = MlflowClient()
+        # the gate document also sits with the model version's own run (its weights' run)
+        client.log_text(candidate_arm.run_id, decision.to_markdown(), f"{C.GATE_DIR}/decision.md")
+        client.log_text(candidate_arm.run_id, decision.to_json(), f"{C.GATE_DIR}/decision.json")
         for k, v in {
             C.GATE_DECISION: "passed" if decision.passed else "failed",
             C.GATE_POLICY_DIGEST: decision.policy_digest,

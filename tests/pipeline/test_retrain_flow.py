@@ -101,7 +101,12 @@ def two_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         promotion_overrides={"min_gain_over_control": 0.5, "require_docker_sandbox": False},
     )  # fmt: skip
     second = run_retrain(tmp, strict, auto_approve=True)
-    return {"tmp": tmp, "first": first, "second": second}
+    # the third passes its gate but nobody answers: the pause times out, which rejects
+    third = run_retrain(
+        tmp, pipeline_config(tmp, tiny_model_dir, store), auto_approve=False,
+        approval_timeout_s=3,
+    )  # fmt: skip
+    return {"tmp": tmp, "first": first, "second": second, "third": third}
 
 
 def _client(tmp: Path):
@@ -177,6 +182,16 @@ def test_second_run_evaluates_the_champion_and_its_rejection_keeps_the_alias(
     v2 = client.get_model_version("rlsd-policy", second["version"])
     assert v2.tags["rlsd.gate.decision"] == "failed" and v2.tags["rlsd.gate.outcome"] == "reject"
     assert "gain_over_control" in second["decision_markdown"]
+
+
+def test_an_unanswered_approval_times_out_and_rejects(two_runs: dict) -> None:
+    third, tmp = two_runs["third"], two_runs["tmp"]
+    assert third["gate_passed"] and third["outcome"] == "reject"
+    assert third["approval"]["mode"] == "timeout" and third["approval"]["decision"] == "reject"
+    client = _client(tmp)
+    assert str(client.get_model_version_by_alias("rlsd-policy", "champion").version) == "1"
+    tags = client.get_model_version("rlsd-policy", third["version"]).tags
+    assert tags["rlsd.approval.mode"] == "timeout" and tags["rlsd.gate.outcome"] == "reject"
 
 
 def test_lineage_reads_the_whole_chain_from_mlflow(two_runs: dict) -> None:
