@@ -213,15 +213,18 @@ def eval_(
             **_dataset_overrides(dataset, domain),
         },  # fmt: skip
     )
+    from rlsd.train.prompts import PromptEncoder
+
     policy = load_policy(cfg.model)
-    heldout = load_run_tasks(cfg.task).heldout
+    run_tasks = load_run_tasks(cfg.task)
     res = evaluate(
         policy.model,
         policy.tokenizer,
-        eval_subset(heldout, cfg.eval.num_tasks),
+        eval_subset(run_tasks.heldout, cfg.eval.num_tasks),
         cfg.eval.max_new_tokens,
         cfg.rollout.max_batch_sequences,
         cfg.rollout.sampling.stop_regex,
+        prompts=PromptEncoder(policy, run_tasks.image_stores),
     )
     console.print(
         f"{cfg.model.name_or_path}: held-out accuracy {_pct(res.accuracy)} "

@@ -11,10 +11,16 @@ A snapshot is a directory named ``<name>-<digest12>``::
                          never logged as an artifact unless the policy allows it
     validation/          per-source Great Expectations results and a summary.json
     quarantine/          per-source quarantined rows (reasons, digests; no privileged text)
+    images/              the images the tasks reference, by pixel digest:
+                         ``images/<hex[:2]>/<hex>.png`` (an :class:`~rlsd.tasks.images.ImageStore`)
 
 The content digest covers ``tasks.jsonl`` and ``privileged.jsonl`` (both canonical JSON, sorted
 by id), so the same inputs give the same digest whatever the database engine or the time of
-ingestion, and a snapshot directory is written once (to a temporary name, then renamed).
+ingestion, and a snapshot directory is written once (to a temporary name, then renamed). Image
+references (``"sha256:<hex>"`` over the pixels) are part of each task line, so the digest covers
+the images too; the manifest counts them (``images.count``, ``images.bytes``) and
+:func:`load_snapshot` checks every referenced image is there (and, with ``verify``, that its
+pixels still match its digest).
 """
 
 from __future__ import annotations
@@ -31,6 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from rlsd.context.reader import privileged_digest
+from rlsd.tasks.images import (
+    ImageIntegrityError,
+    ImageNotFoundError,
+    ImageStore,
+    default_image_store,
+    find_image,
+    is_digest_ref,
+    pixel_digest,
+    relative_image_path,
+)
 from rlsd.tasks.record import Task
 
 SNAPSHOT_FORMAT = "rlsd-snapshot/1"
@@ -38,6 +54,7 @@ TASKS_FILE = "tasks.jsonl"
 PRIVILEGED_FILE = "privileged.jsonl"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
+IMAGES_DIR = "images"
 
 
 class SnapshotError(ValueError):
@@ -95,6 +112,40 @@ def _counts(tasks: Sequence[Task]) -> dict[str, Any]:
     }
 
 
+def image_refs(tasks: Iterable[Task]) -> list[str]:
+    """The distinct image digests ``tasks`` reference, sorted; plain paths are refused."""
+    refs: set[str] = set()
+    for t in tasks:
+        for ref in t.images:
+            if not is_digest_ref(ref):
+                raise SnapshotError(
+                    f"task {t.id!r} references image {ref!r} by path; a snapshot holds images "
+                    "by digest only -- put it into an ImageStore and reference the "
+                    "'sha256:<hex>' it returns"
+                )
+            refs.add(ref)
+    return sorted(refs)
+
+
+def _copy_images(refs: Sequence[str], stores: Sequence[ImageStore], dest: Path) -> int:
+    """Copy each image into ``dest/<hex[:2]>/<hex>.png`` after checking its pixels; bytes."""
+    total = 0
+    for ref in refs:
+        try:
+            src = find_image(ref, stores)
+        except ImageNotFoundError as exc:
+            raise SnapshotError(f"cannot snapshot an image a task references: {exc}") from exc
+        target = dest / relative_image_path(ref)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        try:
+            ImageStore(dest).verify(ref)
+        except (ImageIntegrityError, OSError, ValueError) as exc:
+            raise SnapshotError(f"image {ref} from {src} is corrupt: {exc}") from exc
+        total += target.stat().st_size
+    return total
+
+
 def write_snapshot(
     tasks: Sequence[Task],
     out_root: Path | str,
@@ -102,16 +153,21 @@ def write_snapshot(
     name: str,
     manifest_extra: dict[str, Any],
     evidence_dir: Path | str | None = None,
+    image_stores: Sequence[ImageStore] | None = None,
 ) -> tuple[Path, bool]:
     """Write (or find) the snapshot of ``tasks``; returns (directory, created).
 
     ``evidence_dir`` holds ``validation/`` and ``quarantine/`` to move in. If a snapshot with the
     same content digest exists it is kept as it is (``created`` is False): its evidence is that
     of the ingestion that first produced it.
+
+    Images the tasks reference (by digest) are looked up in ``image_stores`` in order (default:
+    the default store, ``$RLSD_CACHE_DIR/images``), checked and copied into ``images/``.
     """
     out_root = Path(out_root)
     tasks_bytes, priv_bytes = encode_tasks(tasks)
     digest = content_digest(tasks_bytes, priv_bytes)
+    refs = image_refs(tasks)
     final = out_root / f"{name}-{digest.removeprefix('sha256:')[:12]}"
     out_root.mkdir(parents=True, exist_ok=True)
     if (final / MANIFEST_FILE).exists():
@@ -128,6 +184,7 @@ def write_snapshot(
         "digest": digest,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "counts": _counts(tasks),
+        "images": {"dir": IMAGES_DIR, "count": len(refs), "bytes": 0},
         "files": {
             TASKS_FILE: {"sha256": hashlib.sha256(tasks_bytes).hexdigest(), "lines": len(tasks)},
             PRIVILEGED_FILE: {
@@ -140,6 +197,9 @@ def write_snapshot(
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_root))
     try:
+        if refs:
+            stores = list(image_stores) if image_stores is not None else [default_image_store()]
+            manifest["images"]["bytes"] = _copy_images(refs, stores, tmp / IMAGES_DIR)
         (tmp / TASKS_FILE).write_bytes(tasks_bytes)
         (tmp / PRIVILEGED_FILE).write_bytes(priv_bytes)
         os.chmod(tmp / PRIVILEGED_FILE, 0o600)  # governed data: owner-only, like the source DB
@@ -188,6 +248,11 @@ class Snapshot:
     @property
     def domains(self) -> list[str]:
         return sorted(self.manifest["counts"]["by_domain"])
+
+    @property
+    def image_store(self) -> ImageStore:
+        """The snapshot's images (``images/``), to resolve the tasks' image digests."""
+        return ImageStore(self.path / IMAGES_DIR)
 
 
 def resolve_snapshot_path(path: Path | str) -> Path:
@@ -247,4 +312,39 @@ def load_snapshot(path: Path | str, *, verify: bool = True) -> Snapshot:
             tasks.append(Task.model_validate(rec))
         except ValueError as exc:
             raise SnapshotError(f"{root / TASKS_FILE}:{n}: invalid task: {exc}") from exc
+    _check_images(root, manifest, tasks, verify=verify)
     return Snapshot(root, manifest, tasks)
+
+
+def _check_images(root: Path, manifest: dict[str, Any], tasks: list[Task], *, verify: bool) -> None:
+    """Every referenced image is in ``images/``; with ``verify`` its pixels match its digest."""
+    first_user: dict[str, str] = {}
+    for t in tasks:
+        for ref in t.images:
+            first_user.setdefault(ref, t.id)
+    try:
+        refs = image_refs(tasks)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{root / TASKS_FILE}: {exc}") from exc
+    want = manifest.get("images", {}).get("count")
+    if verify and want is not None and want != len(refs):
+        raise SnapshotError(
+            f"{root / MANIFEST_FILE}: lists {want} images but the tasks reference {len(refs)}"
+        )
+    store = ImageStore(root / IMAGES_DIR)
+    for ref in refs:
+        path = store.path(ref)
+        if not path.is_file():
+            raise SnapshotError(
+                f"{path}: image {ref} (task {first_user[ref]!r}) is missing from the snapshot"
+            )
+        if verify:
+            try:
+                got = pixel_digest(store.open(ref))
+            except (OSError, ValueError) as exc:
+                raise SnapshotError(f"{path}: image {ref} is unreadable: {exc}") from exc
+            if got != ref:
+                raise SnapshotError(
+                    f"{path}: pixels hash to {got[:23]}..., not {ref[:23]}... (task "
+                    f"{first_user[ref]!r}); the snapshot was modified after ingestion"
+                )

@@ -114,6 +114,10 @@ def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
         cfg = ModelConfig()
     elif isinstance(cfg, str):
         cfg = ModelConfig(name_or_path=cfg)
+    from rlsd.models.vlm import is_vision_language, load_vlm  # vlm imports this module
+
+    if is_vision_language(cfg.name_or_path):
+        return load_vlm(cfg)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     t0 = time.perf_counter()
     name = cfg.name_or_path

@@ -419,6 +419,10 @@ def evaluate_stage(
     with stage_run(parent_run_id, "evaluate", arm=name, tags={"rlsd.evaluated": version}) as run:
         mcfg = ModelConfig.model_validate({**tcfg.model.model_dump(), "name_or_path": model_path})
         policy = load_policy(mcfg)
+        from rlsd.context.snapshot import load_snapshot
+        from rlsd.train.prompts import PromptEncoder
+
+        stores = [load_snapshot(snapshot.snapshot, verify=False).image_store]
         res = evaluate(
             policy.model,
             policy.tokenizer,
@@ -427,6 +431,7 @@ def evaluate_stage(
             tcfg.rollout.max_batch_sequences,
             tcfg.rollout.sampling.stop_regex,
             tcfg.task.verifier,
+            prompts=PromptEncoder(policy, stores),
         )
         domain_of = {t.id: t.metadata.get("domain", "") for t in tasks}
         rows = [{**r, "domain": domain_of[r["id"]]} for r in res.rows]

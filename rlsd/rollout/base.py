@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +41,8 @@ class RolloutBatch:
     group_size: int
     settings: SamplingSettings
     timings: dict[str, float] = field(default_factory=dict)
+    #: the prompts as the forward passes take them (ids, or dicts with vision tensors)
+    prompt_inputs: list[Any] | None = None
 
     @property
     def num_sequences(self) -> int:

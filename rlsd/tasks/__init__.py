@@ -13,7 +13,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from rlsd.tasks.arithmetic import ArithmeticTaskConfig, generate_arithmetic_tasks
+from rlsd.tasks.bar_chart import BarChartTaskConfig, generate_bar_chart_tasks
+from rlsd.tasks.easy_vqa import EasyVQATaskConfig, generate_easy_vqa_tasks
+from rlsd.tasks.images import ImageStore, contact_sheet, default_image_store, resolve_image
 from rlsd.tasks.record import ChatMessage, Task
+from rlsd.tasks.shape_count import ShapeCountTaskConfig, generate_shape_count_tasks
 
 TaskGenerator = Callable[..., tuple[list[Task], list[Task]]]
 
@@ -25,8 +29,18 @@ class UnknownTaskGeneratorError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-TASK_GENERATORS: dict[str, TaskGenerator] = {"arithmetic": generate_arithmetic_tasks}
-TASK_CONFIGS: dict[str, type[BaseModel]] = {"arithmetic": ArithmeticTaskConfig}
+TASK_GENERATORS: dict[str, TaskGenerator] = {
+    "arithmetic": generate_arithmetic_tasks,
+    "bar_chart": generate_bar_chart_tasks,
+    "shape_count": generate_shape_count_tasks,
+    "easy_vqa": generate_easy_vqa_tasks,
+}
+TASK_CONFIGS: dict[str, type[BaseModel]] = {
+    "arithmetic": ArithmeticTaskConfig,
+    "bar_chart": BarChartTaskConfig,
+    "shape_count": ShapeCountTaskConfig,
+    "easy_vqa": EasyVQATaskConfig,
+}
 
 
 def generate_tasks(
@@ -49,10 +63,20 @@ __all__ = [
     "TASK_CONFIGS",
     "TASK_GENERATORS",
     "ArithmeticTaskConfig",
+    "BarChartTaskConfig",
     "ChatMessage",
+    "EasyVQATaskConfig",
+    "ImageStore",
+    "ShapeCountTaskConfig",
     "Task",
     "TaskGenerator",
     "UnknownTaskGeneratorError",
+    "contact_sheet",
+    "default_image_store",
     "generate_arithmetic_tasks",
+    "generate_bar_chart_tasks",
+    "generate_easy_vqa_tasks",
+    "generate_shape_count_tasks",
     "generate_tasks",
+    "resolve_image",
 ]

@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rlsd.models.config import ModelConfig
 from rlsd.rollout.base import SamplingSettings
-from rlsd.tasks.arithmetic import ArithmeticTaskConfig
+from rlsd.tasks import (
+    ArithmeticTaskConfig,
+    BarChartTaskConfig,
+    EasyVQATaskConfig,
+    ShapeCountTaskConfig,
+)
 
 PAPER_TEACHER_TEMPLATE = (
     "{question}\n\nHere is a reference solution:\n{privileged_context}\n\n"
@@ -24,11 +29,22 @@ class _Strict(BaseModel):
 
 
 class TaskConfig(_Strict):
-    generator: Literal["arithmetic"] = Field(
-        "arithmetic", description="Which task source feeds training and evaluation."
+    generator: Literal["arithmetic", "bar_chart", "shape_count", "easy_vqa"] = Field(
+        "arithmetic",
+        description="Which task source feeds training and evaluation (the visual ones need a "
+        "vision-language model).",
     )
     arithmetic: ArithmeticTaskConfig = Field(
         default_factory=ArithmeticTaskConfig, description="Settings of the arithmetic generator."
+    )
+    bar_chart: BarChartTaskConfig = Field(
+        default_factory=BarChartTaskConfig, description="Bar charts: values, largest, differences."
+    )
+    shape_count: ShapeCountTaskConfig = Field(
+        default_factory=ShapeCountTaskConfig, description="Images of shapes to count."
+    )
+    easy_vqa: EasyVQATaskConfig = Field(
+        default_factory=EasyVQATaskConfig, description="The easy-vqa package's questions."
     )
     verifier: str | None = Field(
         None,

@@ -19,12 +19,21 @@ class RunTasks:
     heldout: list[Task]
     #: what the run records about its data: generator settings or snapshot path and digest
     lineage: dict[str, Any] = field(default_factory=dict)
+    #: where the tasks' images are (content-addressed); empty for text tasks
+    image_stores: list[Any] = field(default_factory=list)
 
 
 def load_run_tasks(cfg: TaskConfig) -> RunTasks:
     if cfg.dataset is None:
-        train, heldout = generate_tasks(cfg.generator, getattr(cfg, cfg.generator))
-        return RunTasks(train, heldout, {"generator": cfg.generator})
+        gen_cfg = getattr(cfg, cfg.generator)
+        train, heldout = generate_tasks(cfg.generator, gen_cfg)
+        stores = []
+        if any(t.images for t in train + heldout):
+            from rlsd.tasks.images import ImageStore, default_image_store
+
+            image_dir = getattr(gen_cfg, "image_dir", None)
+            stores = [ImageStore(image_dir) if image_dir else default_image_store()]
+        return RunTasks(train, heldout, {"generator": cfg.generator}, stores)
     from rlsd.context.snapshot import load_snapshot
 
     snap = load_snapshot(cfg.dataset)
@@ -49,7 +58,7 @@ def load_run_tasks(cfg: TaskConfig) -> RunTasks:
         "train": len(train),
         "heldout": len(heldout),
     }
-    return RunTasks(train, heldout, lineage)
+    return RunTasks(train, heldout, lineage, [snap.image_store])
 
 
 def eval_subset(tasks: list[Task], n: int) -> list[Task]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -11,6 +12,9 @@ from rlsd.rollout import HFGenerateEngine, SamplingSettings
 from rlsd.tasks.record import Task
 from rlsd.train.batch import student_prompt_ids
 from rlsd.train.rewards import score_responses
+
+if TYPE_CHECKING:
+    from rlsd.train.prompts import PromptEncoder
 
 
 @dataclass
@@ -37,14 +41,23 @@ def evaluate(
     max_batch_sequences: int = 64,
     stop_regex: str | None = None,
     verifier_override: str | None = None,
+    prompts: PromptEncoder | None = None,
 ) -> EvalResult:
+    """Greedy accuracy; ``prompts`` encodes tasks for a vision-language policy (with images)."""
     if not tasks:
         return EvalResult(0.0, 0, 0, 0.0)
-    engine = HFGenerateEngine(model, tokenizer, max_batch_sequences=max_batch_sequences)
     settings = SamplingSettings(
         do_sample=False, max_new_tokens=max_new_tokens, stop_regex=stop_regex
     )
-    batch = engine.generate([student_prompt_ids(tokenizer, t) for t in tasks], 1, settings, seed=0)
+    if prompts is not None and prompts.multimodal:
+        from rlsd.rollout.hf_generate_mm import HFGenerateEngineMM
+
+        engine = HFGenerateEngineMM(model, tokenizer, max_batch_sequences=max_batch_sequences)
+        encoded = [prompts.student(t) for t in tasks]
+    else:
+        engine = HFGenerateEngine(model, tokenizer, max_batch_sequences=max_batch_sequences)
+        encoded = [student_prompt_ids(tokenizer, t) for t in tasks]
+    batch = engine.generate(encoded, 1, settings, seed=0)
     results = score_responses(batch.texts, tasks, verifier_override)
     correct = sum(r.passed for r in results)
     rows = [

@@ -26,18 +26,14 @@ from rlsd import algo
 from rlsd.models import LoadedPolicy, load_policy
 from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
 from rlsd.tasks import Task
-from rlsd.train.batch import student_prompt_ids, tasks_for_step, teacher_prompt_ids
+from rlsd.train.batch import tasks_for_step
 from rlsd.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlsd.train.config import TrainConfig, dump_config
 from rlsd.train.data import DatasetError, eval_subset, load_run_tasks
 from rlsd.train.evaluate import EvalResult, evaluate
-from rlsd.train.forward import (
-    ResponseIndex,
-    output_head,
-    response_hidden_plain,
-    response_hidden_shared_prefix,
-)
+from rlsd.train.forward import ResponseIndex, output_head
 from rlsd.train.metrics import JsonlSink, MetricsSink, MultiSink, read_metrics
+from rlsd.train.prompts import PromptEncoder, hidden_plain, hidden_shared_prefix
 from rlsd.train.rewards import score_responses
 from rlsd.train.teacher import SelfTeacher
 
@@ -88,6 +84,7 @@ class Session:
     output_dir: Path
     start_step: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    prompts: PromptEncoder | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -177,15 +174,18 @@ def local_tasks(s: Session, step: int) -> list[Task]:
 
 def rollout_phase(s: Session, tasks: list[Task], step: int) -> RolloutBatch:
     cfg = s.cfg
-    prompts = [student_prompt_ids(s.policy.tokenizer, t) for t in tasks]
+    prompts = [s.prompts.student(t) for t in tasks]
     per_rank = cfg.rollout.prompts_per_step // s.acc.num_processes
-    return s.engine.generate(
+    batch = s.engine.generate(
         prompts,
         cfg.rollout.group_size,
         cfg.rollout.sampling,
         seed=derive_seed(cfg.run.seed, "rollout", step),
         group_offset=s.acc.process_index * per_rank,
     )
+    # the forward passes need the whole prompts (vision tensors too), not only their ids
+    batch.prompt_inputs = prompts
+    return batch
 
 
 def _temperature(cfg: TrainConfig) -> float:
@@ -200,9 +200,8 @@ def teacher_phase(
     """RLSD: teacher log-probs [N, T] of the sampled tokens. OPSD: teacher hidden states [M, H]."""
     cfg = s.cfg
     module = s.teacher.module
-    tok = s.policy.tokenizer
     G = cfg.rollout.group_size
-    prefixes = [teacher_prompt_ids(tok, t, cfg.teacher.prompt_template) for t in tasks]
+    prefixes = [s.prompts.teacher(t, cfg.teacher.prompt_template) for t in tasks]
     groups_per_chunk = max(1, cfg.run.micro_batch_sequences // G)
     was_training = module.training
     module.eval()
@@ -212,12 +211,10 @@ def teacher_phase(
             chunk_prefixes = prefixes[g0 : g0 + groups_per_chunk]
             chunk_resp = rollout.response_ids[g0 * G : (g0 + len(chunk_prefixes)) * G]
             if cfg.run.shared_prefix:
-                pieces.append(
-                    response_hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id)
-                )
+                pieces.append(hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id))
             else:
                 per_seq = [p for p in chunk_prefixes for _ in range(G)]
-                pieces.append(response_hidden_plain(module, per_seq, chunk_resp, s.pad_id))
+                pieces.append(hidden_plain(module, per_seq, chunk_resp, s.pad_id))
     finally:
         module.train(was_training)
     hidden = torch.cat(pieces, dim=0)
@@ -262,7 +259,8 @@ def update_phase(
     model = s.model
     G = cfg.rollout.group_size
     temperature = _temperature(cfg)
-    prompts = [p for p in rollout.prompt_ids for _ in range(G)]
+    group_prompts = rollout.prompt_inputs or rollout.prompt_ids
+    prompts = [p for p in group_prompts for _ in range(G)]
     responses = rollout.response_ids
     global_tokens = max(1, int(s.acc.reduce(torch.tensor(index.num_tokens), "sum").item()))
     global_seqs = cfg.rollout.prompts_per_step * G
@@ -287,10 +285,10 @@ def update_phase(
         mask = sub.mask.to(device)
         width = mask.shape[1]
         if cfg.run.shared_prefix:
-            groups = rollout.prompt_ids[start // G : (start + len(rows)) // G]
-            hidden = response_hidden_shared_prefix(model, groups, sub_resp, G, s.pad_id)
+            groups = group_prompts[start // G : (start + len(rows)) // G]
+            hidden = hidden_shared_prefix(model, groups, sub_resp, G, s.pad_id)
         else:
-            hidden = response_hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
+            hidden = hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
         adv = advantages[rows].to(device)
         if cfg.algo.name == "opsd":
             t_hidden = teacher_out[token_offset : token_offset + sub.num_tokens].to(device)
@@ -533,6 +531,14 @@ def _resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
 
 
 def make_engine(cfg: TrainConfig, policy: LoadedPolicy):
+    from rlsd.models.vlm import LoadedVLM
+
+    if isinstance(policy, LoadedVLM):
+        if cfg.rollout.engine == "vllm":
+            raise ValueError("rollout.engine=vllm does not take vision-language policies here")
+        from rlsd.rollout.hf_generate_mm import HFGenerateEngineMM
+
+        return HFGenerateEngineMM(policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences)
     if cfg.rollout.engine == "vllm":
         from rlsd.rollout.vllm_engine import VLLMEngine
 
@@ -637,6 +643,7 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
         train_tasks,
         heldout,
         output_dir,
+        prompts=PromptEncoder(policy, run_tasks.image_stores),
     )
     if resume and latest is not None:
         state = load_checkpoint(
@@ -671,6 +678,7 @@ def run_eval(s: Session) -> EvalResult:
         cfg.rollout.max_batch_sequences,
         cfg.rollout.sampling.stop_regex,
         cfg.task.verifier,
+        prompts=s.prompts,
     )
     if world == 1:
         return res

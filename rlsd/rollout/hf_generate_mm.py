@@ -1,0 +1,158 @@
+"""Rollouts with images: transformers ``generate`` on a vision-language model, batched.
+
+The multimodal twin of ``HFGenerateEngine``: same chunking (at most ``max_batch_sequences`` rows
+per call, whole groups), same per-call seeding, same stop handling and the same ``RolloutBatch``.
+Prompts are the dicts of ``rlsd.models.vlm.encode_mm_prompt`` (``input_ids`` + vision tensors).
+Each prompt's row is repeated G times, rows are left-padded, and the vision inputs of all rows of
+a call are concatenated (Qwen-VL: patch sequences + ``image_grid_thw``, with left-padded
+``mm_token_type_ids``; SmolVLM / Idefics3: ``[rows, tiles, 3, H, W]`` + ``pixel_attention_mask``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
+
+from rlsd.models.vlm import QWEN_FAMILIES
+from rlsd.rollout.base import RolloutBatch, SamplingSettings, derive_seed
+from rlsd.rollout.hf_generate import TextStop
+from rlsd.train.forward_mm import collate_vision, mm_family, placeholder_ids
+
+
+class HFGenerateEngineMM:
+    """Samples G completions per multimodal prompt with ``model.generate``.
+
+    Each call is seeded from (seed, first group of the call), as in ``HFGenerateEngine``.
+    Image / video placeholder ids are suppressed while sampling (``suppress_placeholders``): a
+    sampled placeholder would be replaced by image features when the response is re-encoded.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_batch_sequences: int = 64,
+        suppress_placeholders: bool = True,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_sequences = max_batch_sequences
+        self.suppress_placeholders = suppress_placeholders
+        self.family = mm_family(model)
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return set(ids)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        # generate() runs on the live policy module: nothing to copy.
+        self.model = model
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[dict[str, Any]],
+        group_size: int,
+        settings: SamplingSettings,
+        seed: int,
+        group_offset: int = 0,
+    ) -> RolloutBatch:
+        """``prompts[i]`` -> rows i*G .. i*G+G-1 of the returned RolloutBatch."""
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        groups_per_call = max(1, self.max_batch_sequences // group_size)
+        responses: list[list[int]] = []
+        truncated: list[bool] = []
+        t0 = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompts), groups_per_call):
+                chunk = prompts[start : start + groups_per_call]
+                rows = [p for p in chunk for _ in range(group_size)]
+                call_seed = derive_seed(seed, group_offset + start)
+                r, t = self._generate_rows(rows, settings, call_seed)
+                responses.extend(r)
+                truncated.extend(t)
+        finally:
+            self.model.train(was_training)
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return RolloutBatch(
+            prompt_ids=[list(p["input_ids"]) for p in prompts],
+            response_ids=responses,
+            texts=texts,
+            truncated=truncated,
+            group_size=group_size,
+            settings=settings,
+            timings={"generate": time.perf_counter() - t0},
+        )
+
+    def model_inputs(self, rows: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], int]:
+        """Left-padded ``generate`` inputs for ``rows`` (one prompt dict per row) and their width."""
+        pad = self.tokenizer.pad_token_id
+        device = self.model.device
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        types = torch.zeros_like(input_ids)
+        for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
+            n = len(r["input_ids"])
+            input_ids[i, width - n :] = torch.tensor(r["input_ids"], dtype=torch.long)
+            attention[i, width - n :] = 1
+            if r.get("mm_token_type_ids") is not None:
+                types[i, width - n :] = torch.tensor(r["mm_token_type_ids"], dtype=torch.long)
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+        if self.family in QWEN_FAMILIES:
+            inputs["mm_token_type_ids"] = types.to(device)
+        inputs.update(collate_vision(self.family, rows, device))
+        return inputs, width
+
+    def _generate_rows(
+        self, rows: list[dict[str, Any]], settings: SamplingSettings, seed: int
+    ) -> tuple[list[list[int]], list[bool]]:
+        pad = self.tokenizer.pad_token_id
+        inputs, width = self.model_inputs(rows)
+        stopper = None
+        criteria = StoppingCriteriaList()
+        if settings.stop or settings.stop_regex:
+            stopper = TextStop(self.tokenizer, width, settings.stop, settings.stop_regex)
+            criteria.append(stopper)
+        kwargs: dict = {"do_sample": settings.do_sample}
+        if settings.do_sample:
+            kwargs.update(
+                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None
+            )
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.suppress_placeholders:
+            kwargs["suppress_tokens"] = sorted(placeholder_ids(self.model))
+        torch.manual_seed(seed)
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=settings.max_new_tokens,
+            stopping_criteria=criteria,
+            pad_token_id=pad,
+            **kwargs,
+        )
+        generated = out[:, width:].cpu().tolist()
+        responses: list[list[int]] = []
+        truncated: list[bool] = []
+        for i, toks in enumerate(generated):
+            length = len(toks)
+            ended = False
+            for j, tok in enumerate(toks):
+                if tok in self.eos_ids:
+                    length, ended = j + 1, True  # the eos is part of the response: it is sampled
+                    break
+            if stopper is not None and i in stopper.stopped_at and stopper.stopped_at[i] <= length:
+                length, ended = stopper.stopped_at[i], True
+            responses.append(toks[:length])
+            truncated.append(not ended)
+        return responses, truncated
