@@ -1,7 +1,9 @@
 """GPU check: GRPO and RLSD steps of the real trainer in bf16 on a randomly initialised model with
-the layer sizes of SmolLM2-1.7B (hidden 2048, 24 layers, 32 heads, vocab 49152).
+the layer sizes of SmolLM2-1.7B (hidden 2048, 24 layers, 32 heads, vocab 49152) or, with
+``--arch qwen2.5-1.5b``, of Qwen2.5-1.5B (hidden 1536, 28 layers, 12 heads / 2 KV heads,
+vocab 151936).
 
-    python benchmarks/gpu_step.py --tokenizer DIR [--steps 2] [--prompts 8] [--group 8]
+    python benchmarks/gpu_step.py --tokenizer DIR [--arch qwen2.5-1.5b] [--steps 2] [--prompts 8]
 
 Random weights learn nothing; the point is that every phase runs on CUDA in bf16 at a realistic
 size, and what each phase costs there. Rewards come from a length-parity toy verifier so the
@@ -51,10 +53,17 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--tiny", action="store_true", help="a tiny model on any device (smoke test)")
+    ap.add_argument("--arch", choices=["smollm2-1.7b", "qwen2.5-1.5b"], default="smollm2-1.7b")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override")
     args = ap.parse_args()
     from _machine import describe
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     from rlsd.train.config import load_config
     from rlsd.train.trainer import setup, train_step
@@ -65,8 +74,26 @@ def main() -> None:
     print("machine:", describe(), flush=True)
     _toy_verifier()
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    model_dir = Path(tempfile.mkdtemp()) / "random-1.7b"
-    cfg = LlamaConfig(
+    model_dir = Path(tempfile.mkdtemp()) / f"random-{args.arch}"
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    }
+    qwen = args.arch == "qwen2.5-1.5b"
+    model_cls = Qwen2ForCausalLM if qwen else LlamaForCausalLM
+    qwen_cfg = Qwen2Config(
+        vocab_size=max(len(tok), 151936),
+        hidden_size=64 if args.tiny else 1536,
+        intermediate_size=128 if args.tiny else 8960,
+        num_hidden_layers=2 if args.tiny else 28,
+        num_attention_heads=4 if args.tiny else 12,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        **ids,
+    )
+    cfg = qwen_cfg if qwen else LlamaConfig(
         vocab_size=len(tok),
         hidden_size=64 if args.tiny else 2048,
         intermediate_size=128 if args.tiny else 8192,
@@ -81,14 +108,14 @@ def main() -> None:
     )
     torch.manual_seed(0)
     with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+        model = model_cls(cfg).to(torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     del model
     if cuda:
         torch.cuda.empty_cache()
-    print(f"model: random Llama, {n_params / 1e9:.2f} B parameters, bf16", flush=True)
+    print(f"model: random {args.arch}, {n_params / 1e9:.2f} B parameters, bf16", flush=True)
 
     overrides = [
         f"model.name_or_path={model_dir}",

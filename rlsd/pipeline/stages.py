@@ -318,6 +318,8 @@ def train_stage(
         )
         mlflow.log_artifact(str(out_dir / "metrics.jsonl"), "metrics")
         mlflow.log_artifact(str(out_dir / "dataset.json"), "metrics")
+        if (out_dir / "image_samples.png").exists():
+            mlflow.log_artifact(str(out_dir / "image_samples.png"), "samples")
         credit = out_dir / "credit_samples.jsonl"
         if tcfg.algo.name == "rlsd":
             # written even when no sampled response had a non-zero advantage (it says so)

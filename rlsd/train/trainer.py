@@ -546,6 +546,17 @@ def make_engine(cfg: TrainConfig, policy: LoadedPolicy):
     return HFGenerateEngine(policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences)
 
 
+def _write_image_samples(tasks: list[Task], stores: list[Any], out: Path, n: int = 8) -> None:
+    """A contact sheet of a few training images with their questions (logged with the run)."""
+    with_images = [t for t in tasks if t.images][:n]
+    if not with_images:
+        return
+    from rlsd.tasks.images import contact_sheet
+
+    captions = [f"{t.id}: {t.prompt[-1].content[:90]}" for t in with_images]
+    contact_sheet([t.images[0] for t in with_images], stores, out, captions)
+
+
 def ensure_verifiers(cfg: TrainConfig, tasks: list[Task], output_dir: Path) -> None:
     """Every verifier the run's tasks name must be registered before the first rollout.
 
@@ -660,6 +671,7 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(dump_config(cfg))
         (output_dir / "dataset.json").write_text(json.dumps(run_tasks.lineage, indent=2) + "\n")
+        _write_image_samples(train_tasks, run_tasks.image_stores, output_dir / "image_samples.png")
     acc.wait_for_everyone()
     return session
 

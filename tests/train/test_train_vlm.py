@@ -81,6 +81,24 @@ def test_rlsd_trains_a_tiny_vlm_with_images(tiny_vlm: Path, tmp_path: Path) -> N
     # the images reached the model: the vision tower's weights got gradients too
     assert any("visual" in k or "vision" in k for k in moved), moved[:10]
     assert result.eval_after is not None and result.eval_after.num_tasks == 2
+    sheet = result.output_dir / "image_samples.png"  # a few task images, logged with runs
+    from PIL import Image
+
+    assert Image.open(sheet).size[0] > 64
+
+
+def test_easy_vqa_tasks_are_scored_by_math_answer_in_training(tiny_vlm: Path, tmp_path) -> None:
+    cfg = vlm_config(tiny_vlm, tmp_path / "v", tmp_path / "img", **{
+        "task.generator": "easy_vqa", "task.easy_vqa.n_train": 4, "task.easy_vqa.n_heldout": 2,
+        "task.easy_vqa.image_dir": str(tmp_path / "img"),
+        "task.verifier": None, "algo.name": "grpo", "run.steps": 1, "eval.num_tasks": 2})  # fmt: skip
+    result = train(cfg, show_progress=False)
+    assert result.metrics[0]["reward/mean"] >= 0.0
+    details = {r["detail"] for r in result.eval_after.rows}
+    assert all(isinstance(d, str) for d in details)
+    from rlsd.train.data import load_run_tasks
+
+    assert {t.verifier for t in load_run_tasks(cfg.task).train} == {"math-answer"}
 
 
 def test_lambda_zero_rlsd_is_exactly_grpo_with_images(tiny_vlm: Path, tmp_path: Path) -> None:
