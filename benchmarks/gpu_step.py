@@ -93,18 +93,22 @@ def main() -> None:
         tie_word_embeddings=True,
         **ids,
     )
-    cfg = qwen_cfg if qwen else LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64 if args.tiny else 2048,
-        intermediate_size=128 if args.tiny else 8192,
-        num_hidden_layers=2 if args.tiny else 24,
-        num_attention_heads=4 if args.tiny else 32,
-        num_key_value_heads=4 if args.tiny else 32,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    cfg = (
+        qwen_cfg
+        if qwen
+        else LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64 if args.tiny else 2048,
+            intermediate_size=128 if args.tiny else 8192,
+            num_hidden_layers=2 if args.tiny else 24,
+            num_attention_heads=4 if args.tiny else 32,
+            num_key_value_heads=4 if args.tiny else 32,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
     )
     torch.manual_seed(0)
     with torch.device(device):

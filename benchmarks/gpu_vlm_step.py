@@ -56,7 +56,7 @@ def scaled_config(cfg):
 def build_model(src: Path, dst: Path, tiny: bool, device: str, image_px: int) -> int:
     import shutil
 
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     cfg = AutoConfig.from_pretrained(src)

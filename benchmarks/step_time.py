@@ -1,9 +1,16 @@
-"""GRPO and RLSD steps with identical settings: time per phase and the RLSD/GRPO step-time ratio.
+"""GRPO and RLSD steps with identical settings: time per phase, the RLSD/GRPO step-time ratio, and
+the achieved FLOP/s of each phase against the machine's measured fp32 matmul rate.
 
-    python benchmarks/step_time.py [--steps 3] [--model smollm2-135m-instruct] [--set key=value ...]
+    python benchmarks/step_time.py [--steps 3] [--model smollm2-135m-instruct] [--threads 2]
+                                   [--set key=value ...]
 
 Both arms start from the same weights and see the same prompts and sampling seeds; their steps
 alternate so that machine noise hits both alike. Printed, not asserted. Target: RLSD <= 1.15x GRPO.
+
+FLOP/s: each phase's matmul FLOPs are counted from the tokens it really processed (prompt and
+response lengths of the step's rollout; see benchmarks/flops.py) and divided by its time. The update
+is split into forward+backward and the AdamW step (timed separately). Targets (issue 7): >= 70 % of
+the matmul rate in the training forward/backward; generation within 2x of its arithmetic cost.
 """
 
 from __future__ import annotations
@@ -13,19 +20,42 @@ import logging
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("RLSD_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+
+def _threads_from_argv(default: int = 2) -> int:
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return default
+
+
+# OpenMP reads this once, at torch's import: the benchmark's thread count, unless the caller set it.
+os.environ.setdefault("OMP_NUM_THREADS", str(_threads_from_argv()))
+
 import torch  # noqa: E402
 from _machine import describe  # noqa: E402
+from flops import (  # noqa: E402
+    Shape,
+    generation_flops,
+    measure_matmul_rate,
+    scoring_forward_flops,
+    training_flops,
+    within,
+)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from rlsd.configs import DEFAULT_CONFIG  # noqa: E402
+from rlsd.train.batch import teacher_prompt_ids  # noqa: E402
 from rlsd.train.config import load_config  # noqa: E402
-from rlsd.train.trainer import setup, train_step  # noqa: E402
+from rlsd.train.trainer import Session, local_tasks, setup, train_step  # noqa: E402
 
 PHASES = [
     "time/generate",
@@ -37,15 +67,104 @@ PHASES = [
 ]
 
 
+def instrument(s: Session) -> None:
+    """Record each step's rollout token counts and time the AdamW step (benchmark-side wrappers on
+    this session's engine and optimizer; the trainer itself is unchanged)."""
+    generate = s.engine.generate
+
+    def recording_generate(prompt_ids, group_size, *a, **kw):
+        batch = generate(prompt_ids, group_size, *a, **kw)
+        s.extra["prompt_lengths"] = [len(p) for p in batch.prompt_ids]
+        s.extra["response_lengths"] = [len(r) for r in batch.response_ids]
+        return batch
+
+    s.engine.generate = recording_generate
+    step = s.optimizer.step
+
+    def timed_step(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return step(*a, **kw)
+        finally:
+            s.extra["time/optimizer"] = s.extra.get("time/optimizer", 0.0) + (
+                time.perf_counter() - t0
+            )
+
+    s.optimizer.step = timed_step
+
+
+def step_flops(s: Session, step: int, shape: Shape) -> dict[str, float]:
+    """Matmul FLOPs of the step's phases, from the tokens they processed."""
+    cfg = s.cfg
+    G = cfg.rollout.group_size
+    prompts = s.extra["prompt_lengths"]
+    responses = s.extra["response_lengths"]
+    shared = cfg.run.shared_prefix
+    out = {
+        "flops/generate": float(
+            generation_flops(shape, [p for p in prompts for _ in range(G)], responses)
+        ),
+        "flops/update": float(training_flops(shape, prompts, responses, G, shared)),
+        "flops/teacher": 0.0,
+    }
+    if cfg.algo.name != "grpo":
+        tok = s.policy.tokenizer
+        teacher = [
+            len(teacher_prompt_ids(tok, t, cfg.teacher.prompt_template))
+            for t in local_tasks(s, step)
+        ]
+        out["flops/teacher"] = float(scoring_forward_flops(shape, teacher, responses, G, shared))
+    return out
+
+
+def flops_table(times: dict[str, list[dict]], rate_gflops: float, rate_label: str) -> Table:
+    table = Table(title=f"achieved matmul FLOP/s per phase (vs {rate_label})")
+    table.add_column("arm")
+    table.add_column("phase")
+    table.add_column("GFLOP/step", justify="right")
+    table.add_column("s/step", justify="right")
+    table.add_column("GFLOP/s", justify="right")
+    table.add_column("% of matmul rate", justify="right")
+    table.add_column("x arithmetic cost", justify="right")
+    phases = [
+        ("generate", "flops/generate", "time/generate"),
+        ("teacher forward", "flops/teacher", "time/teacher"),
+        ("update fwd+bwd", "flops/update", "time/update_fwd_bwd"),
+        ("update incl. AdamW", "flops/update", "time/update"),
+    ]
+    for algo, rows in times.items():
+        for name, fk, tk in phases:
+            flops = sum(m[fk] for m in rows)
+            secs = sum(m[tk] for m in rows)
+            if flops == 0:
+                continue
+            achieved = flops / secs / 1e9
+            table.add_row(
+                algo,
+                name,
+                f"{flops / len(rows) / 1e9:.1f}",
+                f"{secs / len(rows):.2f}",
+                f"{achieved:.1f}",
+                f"{100 * achieved / rate_gflops:.0f} %",
+                f"{within(secs, flops, rate_gflops):.2f}x",
+            )
+        opt = statistics.median(m["time/optimizer"] for m in rows)
+        table.add_row(algo, "AdamW step", "-", f"{opt:.2f}", "-", "-", "-")
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--steps", type=int, default=3, help="measured steps per arm (after 1 warm-up)")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (issue 7: 2)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override")
     ap.add_argument("--output-dir", default="runs/bench-step-time")
+    ap.add_argument(
+        "--matmul-size", type=int, default=2048, help="side of the square fp32 matmul timed"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -56,6 +175,7 @@ def main() -> None:
         "rollout.sampling.max_new_tokens=32",
         "eval.num_tasks=0",
         f"run.steps={args.steps + 1}",
+        *([f"run.num_threads={args.threads}"] if args.threads else []),
         *args.sets,
     ]
     sessions = {}
@@ -65,8 +185,14 @@ def main() -> None:
             [*overrides, f"algo.name={algo}", f"run.output_dir={args.output_dir}/{algo}"],
         )
         sessions[algo] = setup(cfg, overwrite=True)
+        instrument(sessions[algo])
     cfg = sessions["rlsd"].cfg
+    shape = Shape.from_config(sessions["rlsd"].model.config)
     console.print(f"[bold]machine[/bold] {describe()}")
+    console.print(f"[bold]load average[/bold] {os.getloadavg()}")
+    n = args.matmul_size
+    rate = measure_matmul_rate(n, n, n)
+    console.print(f"[bold]fp32 matmul rate[/bold] {rate}")
     console.print(
         f"[bold]settings[/bold] {cfg.model.name_or_path}, {cfg.rollout.prompts_per_step} prompts x "
         f"G={cfg.rollout.group_size}, max_new_tokens={cfg.rollout.sampling.max_new_tokens}, "
@@ -76,7 +202,12 @@ def main() -> None:
     times: dict[str, list[dict]] = {"grpo": [], "rlsd": []}
     for step in range(args.steps + 1):
         for algo in ("grpo", "rlsd"):
-            m = train_step(sessions[algo], step)
+            s = sessions[algo]
+            s.extra["time/optimizer"] = 0.0
+            m = train_step(s, step)
+            m.update(step_flops(s, step, shape))
+            m["time/optimizer"] = s.extra["time/optimizer"]
+            m["time/update_fwd_bwd"] = m["time/update"] - m["time/optimizer"]
             if step > 0:  # step 0 warms allocator and caches
                 times[algo].append(m)
             console.print(
@@ -115,6 +246,29 @@ def main() -> None:
         f"teacher pass = {100 * med['rlsd']['time/teacher'] / med['rlsd']['time/step']:.1f} % of an "
         f"RLSD step"
     )
+    console.print(flops_table(times, rate.best, f"the best measured {rate.best:.1f} GFLOP/s"))
+    fb = {
+        a: sum(m["flops/update"] for m in times[a])
+        / sum(m["time/update_fwd_bwd"] for m in times[a])
+        for a in times
+    }
+    gen = {
+        a: within(
+            sum(m["time/generate"] for m in times[a]),
+            sum(m["flops/generate"] for m in times[a]),
+            rate.best,
+        )
+        for a in times
+    }
+    for a in times:
+        pct = 100 * fb[a] / 1e9 / rate.best
+        console.print(
+            f"{a}: training forward+backward at [bold]{pct:.0f} %[/bold] of the matmul rate "
+            f"(target >= 70 %: {'met' if pct >= 70 else 'MISSED'}); generation within "
+            f"[bold]{gen[a]:.1f}x[/bold] of its arithmetic cost (target <= 2x: "
+            f"{'met' if gen[a] <= 2 else 'MISSED'})"
+        )
+    console.print(f"[bold]load average at end[/bold] {os.getloadavg()}")
 
 
 if __name__ == "__main__":
