@@ -44,6 +44,9 @@ lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/vs_trl.py
+	$(BIN)/python benchmarks/prompt_sweep.py
 	$(BIN)/python benchmarks/step_time.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/verifiers.py --verifier verifiers/math-answer --verifier verifiers/python-tests
