@@ -43,6 +43,59 @@ def _toy_verifier() -> None:
     register_verifier("toy-even-length", EvenLength, replace=True)
 
 
+def run_arms(overrides: list[str], steps: int, cuda: bool) -> dict[str, list[dict]]:
+    """GRPO then RLSD, ``steps`` timed steps each after one warm-up step; prints every step."""
+    from rlsd.train.config import load_config
+    from rlsd.train.trainer import setup, train_step
+
+    times: dict[str, list[dict]] = {}
+    for algo in ("grpo", "rlsd"):
+        out = Path(tempfile.mkdtemp())
+        s = setup(
+            load_config(None, [*overrides, f"algo.name={algo}", f"run.output_dir={out}"]),
+            overwrite=True,
+        )
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        rows = []
+        for step in range(steps + 1):
+            m = train_step(s, step)
+            print(
+                f"  {algo} step {step}: "
+                + ", ".join(
+                    f"{k.removeprefix('time/')} {m[k]:.2f}s"
+                    for k in ("time/generate", "time/teacher", "time/update", "time/step")
+                )
+                + f", {m['response/length_mean']:.0f} tokens/response, "
+                f"grad norm {m['actor/grad_norm']:.3g}",
+                flush=True,
+            )
+            if step > 0:
+                rows.append(m)
+        if cuda:
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"  {algo}: peak GPU memory {peak:.1f} GiB", flush=True)
+        times[algo] = rows
+        del s
+        if cuda:
+            torch.cuda.empty_cache()
+    return times
+
+
+def print_medians(times: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    med = {
+        a: {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
+        for a, rows in times.items()
+    }
+    for k in ("time/generate", "time/teacher", "time/update", "time/step"):
+        print(
+            f"median {k.removeprefix('time/'):9s} grpo {med['grpo'][k]:7.2f}s  "
+            f"rlsd {med['rlsd'][k]:7.2f}s"
+        )
+    print(f"RLSD/GRPO step-time ratio: {med['rlsd']['time/step'] / med['grpo']['time/step']:.3f}")
+    return med
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,9 +117,6 @@ def main() -> None:
         Qwen2Config,
         Qwen2ForCausalLM,
     )
-
-    from rlsd.train.config import load_config
-    from rlsd.train.trainer import setup, train_step
 
     cuda = torch.cuda.is_available()
     assert cuda or args.tiny, "this check needs a CUDA device (or --tiny)"
@@ -135,45 +185,8 @@ def main() -> None:
         "eval.num_tasks=0",
         f"run.steps={args.steps + 1}",
     ]
-    times: dict[str, list[dict]] = {}
-    for algo in ("grpo", "rlsd"):
-        out = Path(tempfile.mkdtemp())
-        s = setup(
-            load_config(None, [*overrides, f"algo.name={algo}", f"run.output_dir={out}"]),
-            overwrite=True,
-        )
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        rows = []
-        for step in range(args.steps + 1):
-            m = train_step(s, step)
-            print(
-                f"  {algo} step {step}: "
-                + ", ".join(
-                    f"{k.removeprefix('time/')} {m[k]:.2f}s"
-                    for k in ("time/generate", "time/teacher", "time/update", "time/step")
-                )
-                + f", {m['response/length_mean']:.0f} tokens/response, grad norm {m['actor/grad_norm']:.3g}",
-                flush=True,
-            )
-            if step > 0:
-                rows.append(m)
-        if cuda:
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            print(f"  {algo}: peak GPU memory {peak:.1f} GiB", flush=True)
-        times[algo] = rows
-        del s
-        if cuda:
-            torch.cuda.empty_cache()
-    med = {
-        a: {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
-        for a, rows in times.items()
-    }
-    for k in ("time/generate", "time/teacher", "time/update", "time/step"):
-        print(
-            f"median {k.removeprefix('time/'):9s} grpo {med['grpo'][k]:7.2f}s  rlsd {med['rlsd'][k]:7.2f}s"
-        )
-    print(f"RLSD/GRPO step-time ratio: {med['rlsd']['time/step'] / med['grpo']['time/step']:.3f}")
+    times = run_arms(overrides, args.steps, cuda)
+    med = print_medians(times)
     print(f"teacher / update: {med['rlsd']['time/teacher'] / med['rlsd']['time/update']:.3f}")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from gpu_step import _toy_verifier  # noqa: E402
+from gpu_step import _toy_verifier, print_medians, run_arms  # noqa: E402
 
 TEXT_2B = {
     "hidden_size": 1536,
@@ -91,9 +90,6 @@ def main() -> None:
     args = ap.parse_args()
     from _machine import describe
 
-    from rlsd.train.config import load_config
-    from rlsd.train.trainer import setup, train_step
-
     cuda = torch.cuda.is_available()
     assert cuda or args.tiny, "this check needs a CUDA device (or --tiny)"
     device = "cuda" if cuda else "cpu"
@@ -124,46 +120,7 @@ def main() -> None:
         "eval.num_tasks=0",
         f"run.steps={args.steps + 1}",
     ]
-    times: dict[str, list[dict]] = {}
-    for algo in ("grpo", "rlsd"):
-        out = Path(tempfile.mkdtemp())
-        s = setup(
-            load_config(None, [*overrides, f"algo.name={algo}", f"run.output_dir={out}"]),
-            overwrite=True,
-        )
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        rows = []
-        for step in range(args.steps + 1):
-            m = train_step(s, step)
-            print(
-                f"  {algo} step {step}: "
-                + ", ".join(
-                    f"{k.removeprefix('time/')} {m[k]:.2f}s"
-                    for k in ("time/generate", "time/teacher", "time/update", "time/step")
-                )
-                + f", {m['response/length_mean']:.0f} tokens/response, "
-                f"grad norm {m['actor/grad_norm']:.3g}",
-                flush=True,
-            )
-            if step > 0:
-                rows.append(m)
-        if cuda:
-            print(f"  {algo}: peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-        times[algo] = rows
-        del s
-        if cuda:
-            torch.cuda.empty_cache()
-    med = {
-        a: {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.startswith("time/")}
-        for a, rows in times.items()
-    }
-    for k in ("time/generate", "time/teacher", "time/update", "time/step"):
-        print(
-            f"median {k.removeprefix('time/'):9s} grpo {med['grpo'][k]:7.2f}s  "
-            f"rlsd {med['rlsd'][k]:7.2f}s"
-        )
-    print(f"RLSD/GRPO step-time ratio: {med['rlsd']['time/step'] / med['grpo']['time/step']:.3f}")
+    print_medians(run_arms(overrides, args.steps, cuda))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -108,6 +109,29 @@ def load_tokenizer(path_or_id: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
+def prepare_for_training(model: Any, tokenizer: Any, cfg: ModelConfig) -> Any:
+    """Pad id for generation, gradient checkpointing and LoRA adapters, as ``cfg`` says
+    (shared by text and vision-language policies)."""
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=cfg.lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model
+
+
 def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
     """Load the policy named by ``cfg`` (see ModelConfig.name_or_path)."""
     if cfg is None:
@@ -139,23 +163,7 @@ def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
         load_from, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
     )
     tokenizer = load_tokenizer(load_from)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if cfg.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora.r,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules=cfg.lora.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+    model = prepare_for_training(model, tokenizer, cfg)
     log.info(
         "loaded model %s from %s (sha256 %s) in %.2fs",
         name,

@@ -38,7 +38,14 @@ from transformers.utils import is_torchvision_available
 from rlsd.models.bundled import BUNDLED_NAME
 from rlsd.models.cache import default_cache_dir
 from rlsd.models.config import ModelConfig
-from rlsd.models.loader import _DTYPES, LoadedPolicy, _dir_digest, bundled_model_dir, load_tokenizer
+from rlsd.models.loader import (
+    _DTYPES,
+    LoadedPolicy,
+    _dir_digest,
+    bundled_model_dir,
+    load_tokenizer,
+    prepare_for_training,
+)
 
 log = logging.getLogger("rlsd.models")
 
@@ -214,23 +221,7 @@ def load_vlm(cfg: ModelConfig | str) -> LoadedVLM:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if cfg.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora.r,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules=cfg.lora.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+    model = prepare_for_training(model, tokenizer, cfg)
     log.info(
         "loaded %s model %s from %s (sha256 %s) in %.2fs",
         family,
