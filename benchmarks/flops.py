@@ -12,7 +12,10 @@ Counting rules (multiply-add = 2 FLOPs; only matmuls, which are nearly all of th
 * backward = 2 x forward (gradients of the inputs and of the weights of every matmul);
 * generation = a prefill forward over the prompt (logits of its last position only) plus one
   forward per decode step over the KV cache: for a row that is the same sum as one forward over
-  ``prompt + response - 1`` tokens with logits at the ``response`` positions that sample.
+  ``prompt + response - 1`` tokens with logits at the ``response`` positions that sample. When the
+  engine prefills each group's prompt once (the product's decode loop), the prompt is counted
+  once per group, not once per row: the repeats are work it does not do, and counting them
+  would flatter its rate.
 
 Only real tokens count: padding, masked attention pairs and rows that keep decoding after they
 stopped are overhead, and show up as a lower achieved rate.
@@ -150,19 +153,35 @@ def training_flops(
     return 3 * scoring_forward_flops(shape, prompts, responses, group_size, shared_prefix)
 
 
-def generation_flops(shape: Shape, prompts: Sequence[int], responses: Sequence[int]) -> int:
-    """Arithmetic cost of sampling: ``prompts`` and ``responses`` are per-row lengths.
+def generation_flops(
+    shape: Shape,
+    prompts: Sequence[int],
+    responses: Sequence[int],
+    group_size: int = 1,
+    shared_prefix: bool = False,
+) -> int:
+    """Arithmetic cost of sampling. ``responses`` holds one length per row; ``prompts`` one per
+    row, or with ``shared_prefix`` one per group of ``group_size`` rows.
 
     Prefill of each row's prompt (logits of its last position) and one decode step per further
-    sampled token over the KV cache; finished rows and padding are not counted.
+    sampled token over the KV cache; finished rows and padding are not counted. With
+    ``shared_prefix`` each group's prompt is prefilled once and its rows decode over its cache.
     """
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+    if not shared_prefix:
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+        return sum(
+            forward_flops(shape, p + r - 1, logits=r)
+            for p, r in zip(prompts, responses, strict=True)
+            if r > 0
+        )
+    if len(responses) != len(prompts) * group_size:
+        raise ValueError(f"{len(responses)} responses for {len(prompts)} groups of {group_size}")
     total = 0
-    for p, r in zip(prompts, responses, strict=True):
-        if r <= 0:
-            continue
-        total += forward_flops(shape, p + r - 1, logits=r)
+    for g, p in enumerate(prompts):
+        total += forward_flops(shape, p, logits=1)
+        for r in responses[g * group_size : (g + 1) * group_size]:
+            total += forward_flops(shape, r - 1, past=p, logits=r - 1) if r > 1 else 0
     return total
 
 

@@ -100,10 +100,10 @@ def step_flops(s: Session, step: int, shape: Shape) -> dict[str, float]:
     prompts = s.extra["prompt_lengths"]
     responses = s.extra["response_lengths"]
     shared = cfg.run.shared_prefix
+    decode_loop = cfg.rollout.decode == "loop"
+    gen_prompts = prompts if decode_loop else [p for p in prompts for _ in range(G)]
     out = {
-        "flops/generate": float(
-            generation_flops(shape, [p for p in prompts for _ in range(G)], responses)
-        ),
+        "flops/generate": float(generation_flops(shape, gen_prompts, responses, G, decode_loop)),
         "flops/update": float(training_flops(shape, prompts, responses, G, shared)),
         "flops/teacher": 0.0,
     }

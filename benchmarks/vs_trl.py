@@ -220,8 +220,9 @@ def main() -> None:
             m["_flops/train"] = training_flops(
                 shape, prompts, s.extra["last_lengths"], G, cfg.run.shared_prefix
             )
-            rows = [p for p in prompts for _ in range(G)]
-            m["_flops/generate"] = generation_flops(shape, rows, s.extra["last_lengths"])
+            loop = cfg.rollout.decode == "loop"
+            rows = prompts if loop else [p for p in prompts for _ in range(G)]
+            m["_flops/generate"] = generation_flops(shape, rows, s.extra["last_lengths"], G, loop)
             product[algo].append(m)
             print(
                 f"  step {k + 1} {algo:4s}: {m['time/step']:6.2f}s (generate "

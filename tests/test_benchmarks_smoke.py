@@ -131,6 +131,11 @@ def test_flop_counter_shared_prefix_saves_exactly_the_repeated_prompt():
     # generation of a row = one forward over prompt + response - 1 with logits where it samples
     rows = [p for p in prompts for _ in range(G)]
     assert flops.generation_flops(shape, rows, responses) == plain
+    # prefilled once per group, the prompt's repeats are not counted; the logits at the
+    # prompt's last position are computed once per group, not once per row
+    once = flops.generation_flops(shape, prompts, responses, G, shared_prefix=True)
+    head_repeats = sum(G - 1 for _ in prompts) * 2 * shape.head_params
+    assert plain - once == saved + saved_attn + head_repeats
 
 
 def test_matmul_rate_is_measured():

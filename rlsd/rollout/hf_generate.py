@@ -1,4 +1,10 @@
-"""The default rollout engine: transformers ``generate``, batched, with text stop conditions."""
+"""The default rollout engine: batched sampling from the live policy module, with text stops.
+
+Two decoders, the same ``RolloutBatch``: ``loop`` (default) is the product's own group-aware
+decode loop over the model's forward (``rlsd.rollout.decode``: each prompt prefilled once, no
+per-step cache copies, finished rows dropped, inverse-CDF sampling); ``generate`` is
+transformers' ``model.generate``, kept selectable as the reference.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from transformers import (
 )
 
 from rlsd.rollout.base import RolloutBatch, SamplingSettings, derive_seed
+from rlsd.rollout.decode import decode_groups
 
 
 class TextStop(StoppingCriteria):
@@ -53,7 +60,7 @@ class TextStop(StoppingCriteria):
 
 
 class HFGenerateEngine:
-    """Samples with ``model.generate``, at most ``max_batch_sequences`` rows per call.
+    """Samples G completions per prompt, at most ``max_batch_sequences`` rows per call.
 
     Each call is seeded from (seed, first group of the call), so the same groups sampled in a
     data-parallel rank or in a single process with the same chunking get the same tokens.
@@ -64,10 +71,14 @@ class HFGenerateEngine:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         max_batch_sequences: int = 64,
+        decode: str = "loop",
     ) -> None:
+        if decode not in ("loop", "generate"):
+            raise ValueError(f"decode must be 'loop' or 'generate', got {decode!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
+        self.decode = decode
         self.eos_ids = self._eos_ids()
 
     def _eos_ids(self) -> set[int]:
@@ -95,19 +106,36 @@ class HFGenerateEngine:
         groups_per_call = max(1, self.max_batch_sequences // group_size)
         responses: list[list[int]] = []
         truncated: list[bool] = []
+        timings = {"prefill": 0.0, "decode": 0.0}
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(prompt_ids), groups_per_call):
                 chunk = prompt_ids[start : start + groups_per_call]
-                rows = [p for p in chunk for _ in range(group_size)]
                 call_seed = derive_seed(seed, group_offset + start)
-                r, t = self._generate_rows(rows, settings, call_seed)
+                if self.decode == "loop":
+                    res = decode_groups(
+                        self.model,
+                        self.tokenizer,
+                        chunk,
+                        group_size,
+                        settings,
+                        call_seed,
+                        self.eos_ids,
+                        self.tokenizer.pad_token_id,
+                    )
+                    r, t = res.responses, res.truncated
+                    timings["prefill"] += res.prefill_seconds
+                    timings["decode"] += res.decode_seconds
+                else:
+                    rows = [p for p in chunk for _ in range(group_size)]
+                    r, t = self._generate_rows(rows, settings, call_seed)
                 responses.extend(r)
                 truncated.extend(t)
         finally:
             self.model.train(was_training)
+        timings = timings if self.decode == "loop" else {}
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return RolloutBatch(
             prompt_ids=[list(p) for p in prompt_ids],
@@ -116,7 +144,7 @@ class HFGenerateEngine:
             truncated=truncated,
             group_size=group_size,
             settings=settings,
-            timings={"generate": time.perf_counter() - t0},
+            timings={"generate": time.perf_counter() - t0, **timings},
         )
 
     def _generate_rows(

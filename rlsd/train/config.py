@@ -107,7 +107,14 @@ class TeacherConfig(_Strict):
 
 
 class RolloutConfig(_Strict):
-    engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: GPU.")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="hf: sampling from the live transformers module; vllm: GPU."
+    )
+    decode: Literal["loop", "generate"] = Field(
+        "loop",
+        description="hf engine, text models: loop = the product's group-aware decode loop (each "
+        "prompt prefilled once, finished rows dropped); generate = transformers' generate.",
+    )
     group_size: int = Field(8, ge=2, description="G: completions sampled per prompt.")
     prompts_per_step: int = Field(4, ge=1, description="Prompts per optimizer step (global).")
     max_batch_sequences: int = Field(

@@ -543,7 +543,9 @@ def make_engine(cfg: TrainConfig, policy: LoadedPolicy):
         from rlsd.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(policy.path)
-    return HFGenerateEngine(policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences)
+    return HFGenerateEngine(
+        policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences, cfg.rollout.decode
+    )
 
 
 def _write_image_samples(tasks: list[Task], stores: list[Any], out: Path, n: int = 8) -> None:

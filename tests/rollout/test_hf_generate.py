@@ -25,8 +25,9 @@ def prompts(tiny):
     return [student_prompt_ids(tiny.tokenizer, t) for t in train]
 
 
-def test_groups_are_contiguous_and_responses_trimmed(tiny, prompts):
-    engine = HFGenerateEngine(tiny.model, tiny.tokenizer, max_batch_sequences=16)
+@pytest.mark.parametrize("decode", ["loop", "generate"])
+def test_groups_are_contiguous_and_responses_trimmed(tiny, prompts, decode):
+    engine = HFGenerateEngine(tiny.model, tiny.tokenizer, max_batch_sequences=16, decode=decode)
     s = SamplingSettings(max_new_tokens=9)
     batch = engine.generate(prompts, 4, s, seed=3)
     assert batch.num_sequences == 16 and batch.group_size == 4
@@ -46,9 +47,10 @@ def test_groups_are_contiguous_and_responses_trimmed(tiny, prompts):
     assert batch.timings["generate"] > 0
 
 
-def test_same_seed_same_samples_and_chunking_does_not_matter(tiny, prompts):
+@pytest.mark.parametrize("decode", ["loop", "generate"])
+def test_same_seed_same_samples_and_chunking_does_not_matter(tiny, prompts, decode):
     s = SamplingSettings(max_new_tokens=8)
-    one_call = HFGenerateEngine(tiny.model, tiny.tokenizer, max_batch_sequences=8)
+    one_call = HFGenerateEngine(tiny.model, tiny.tokenizer, max_batch_sequences=8, decode=decode)
     a = one_call.generate(prompts, 4, s, seed=11)
     assert one_call.generate(prompts, 4, s, seed=11).response_ids == a.response_ids
     assert one_call.generate(prompts, 4, s, seed=12).response_ids != a.response_ids
