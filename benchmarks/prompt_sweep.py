@@ -12,8 +12,9 @@ content does not change the cost of scoring them) are scored by the product's ow
 * RLSD teacher forward (prompt + privileged solution, no gradient) + RLSD update,
 
 with ``run.shared_prefix`` true (each group's prompt encoded once) and false (encoded G times),
-alternating. Generation is not part of the sweep: shared-prefix training does not change it (it
-grows with the prompt the same way for both). Micro-batches hold one group (8 sequences) by default
+alternating. The rollout is timed too, with the product's decode loop (each
+group's prompt prefilled once) against transformers' ``generate`` (prefilled once per row);
+``--no-generation`` skips it. Micro-batches hold one group (8 sequences) by default
 (the trainer's smallest: micro-batches hold whole groups). Where the plain path's update would not
 fit in memory (an estimate against MemAvailable; at 1024-token prompts and G = 8 it needs more than
 this 24 GB machine has) its cell is skipped and says so; the shared path and the teachers still run.
@@ -53,7 +54,7 @@ from flops import Shape, scoring_forward_flops, training_flops  # noqa: E402
 
 from rlsd import algo  # noqa: E402
 from rlsd.configs import DEFAULT_CONFIG  # noqa: E402
-from rlsd.rollout import RolloutBatch  # noqa: E402
+from rlsd.rollout import HFGenerateEngine, RolloutBatch  # noqa: E402
 from rlsd.tasks import Task  # noqa: E402
 from rlsd.tasks.record import ChatMessage  # noqa: E402
 from rlsd.train.batch import student_prompt_ids, teacher_prompt_ids  # noqa: E402
@@ -160,6 +161,12 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override")
     ap.add_argument("--output-dir", default="runs/bench-prompt-sweep")
     ap.add_argument(
+        "--no-generation",
+        action="store_true",
+        help="skip the rollout column (the decode loop, each prompt prefilled once per group, "
+        "against transformers' generate, which prefills it once per row)",
+    )
+    ap.add_argument(
         "--force",
         action="store_true",
         help="run plain-path updates even where they are estimated not to fit in memory",
@@ -248,6 +255,15 @@ def main() -> None:
                     s.cfg.run.shared_prefix = shared
                 t_out, t = _timed(teacher_phase, s_rlsd, ptasks, batch, index)
                 cell.setdefault((shared, "rlsd teacher"), []).append(t)
+                if not args.no_generation:
+                    engine = HFGenerateEngine(
+                        s_grpo.model,
+                        tok,
+                        cfg.rollout.max_batch_sequences,
+                        decode="loop" if shared else "generate",
+                    )
+                    _, t = _timed(engine.generate, prompt_ids, G, rollout.settings, seed=rep)
+                    cell.setdefault((shared, "generate"), []).append(t)
                 if not shared and not plain_fits:
                     print(
                         f"  L={target}: plain update skipped: needs ~{need / 2**30:.0f} GiB, "
@@ -280,7 +296,7 @@ def main() -> None:
 
     print()
     print(
-        "median seconds (training part of a step: generation excluded, identical for both paths); "
+        "median seconds, training part of a step (the rollout is timed below); "
         "speed-up = plain / shared; 'FLOP ratio' = plain / shared matmul FLOPs"
     )
     head = (
@@ -313,6 +329,17 @@ def main() -> None:
         rs = flops[(True, "update")] / med[(True, "grpo update")] / 1e9
         rp = flops[(False, "update")] / med.get((False, "grpo update"), nan) / 1e9
         print(f"{plen:6.0f} | {ur:16.2f}x | {tr:17.2f}x | {rs:15.1f} / {rp:.1f}")
+    if not args.no_generation:
+        print()
+        print(
+            f"rollout of {len(tasks)} prompts x G={G} (max {rollout.settings.max_new_tokens} new "
+            "tokens), median seconds: the decode loop prefills each prompt once per group, "
+            "transformers' generate once per row"
+        )
+        print(f"{'prompt':>6s} | {'decode loop':>11s} | {'generate':>9s} | {'speed-up':>8s}")
+        for plen, _, med, _ in results:
+            a, b = med[(True, "generate")], med[(False, "generate")]
+            print(f"{plen:6.0f} | {a:10.2f}s | {b:8.2f}s | {b / a:7.2f}x")
     print(f"load average at end: {os.getloadavg()}")
 
 

@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from _machine import describe  # noqa: E402
 from flops import (  # noqa: E402
     Shape,
+    forward_flops,
     generation_flops,
     measure_matmul_rate,
     scoring_forward_flops,
@@ -59,6 +60,8 @@ from rlsd.train.trainer import Session, local_tasks, setup, train_step  # noqa: 
 
 PHASES = [
     "time/generate",
+    "time/generate_prefill",
+    "time/generate_decode",
     "time/verify",
     "time/teacher",
     "time/old_logprob",
@@ -102,8 +105,13 @@ def step_flops(s: Session, step: int, shape: Shape) -> dict[str, float]:
     shared = cfg.run.shared_prefix
     decode_loop = cfg.rollout.decode == "loop"
     gen_prompts = prompts if decode_loop else [p for p in prompts for _ in range(G)]
+    gen = generation_flops(shape, gen_prompts, responses, G, decode_loop)
+    # the loop's prefill: each group's prompt once, logits at its last position
+    prefill = sum(forward_flops(shape, p, logits=1) for p in prompts) if decode_loop else 0
     out = {
-        "flops/generate": float(generation_flops(shape, gen_prompts, responses, G, decode_loop)),
+        "flops/generate": float(gen),
+        "flops/generate_prefill": float(prefill),
+        "flops/generate_decode": float(gen - prefill) if decode_loop else 0.0,
         "flops/update": float(training_flops(shape, prompts, responses, G, shared)),
         "flops/teacher": 0.0,
     }
@@ -128,6 +136,8 @@ def flops_table(times: dict[str, list[dict]], rate_gflops: float, rate_label: st
     table.add_column("x arithmetic cost", justify="right")
     phases = [
         ("generate", "flops/generate", "time/generate"),
+        ("  prefill (prompt once per group)", "flops/generate_prefill", "time/generate_prefill"),
+        ("  decode steps", "flops/generate_decode", "time/generate_decode"),
         ("teacher forward", "flops/teacher", "time/teacher"),
         ("update fwd+bwd", "flops/update", "time/update_fwd_bwd"),
         ("update incl. AdamW", "flops/update", "time/update"),
@@ -193,6 +203,19 @@ def main() -> None:
     n = args.matmul_size
     rate = measure_matmul_rate(n, n, n)
     console.print(f"[bold]fp32 matmul rate[/bold] {rate}")
+    # A decode step multiplies only as many rows as are still sampling: the rate the machine
+    # gives such thin products is the practical ceiling of generation (printed for context; the
+    # targets are held against the square rate above).
+    rows = min(
+        cfg.rollout.prompts_per_step * cfg.rollout.group_size, cfg.rollout.max_batch_sequences
+    )
+    thin = measure_matmul_rate(rows, shape.hidden, shape.intermediate, reps=30)
+    head = measure_matmul_rate(rows, shape.hidden, shape.vocab, reps=10)
+    console.print(
+        f"[bold]fp32 matmul rate at decode shapes[/bold] MLP [{rows}x{shape.hidden}]x"
+        f"[{shape.hidden}x{shape.intermediate}]: {thin.best:.1f} GFLOP/s best; output head "
+        f"[{rows}x{shape.hidden}]x[{shape.hidden}x{shape.vocab}]: {head.best:.1f} GFLOP/s best"
+    )
     console.print(
         f"[bold]settings[/bold] {cfg.model.name_or_path}, {cfg.rollout.prompts_per_step} prompts x "
         f"G={cfg.rollout.group_size}, max_new_tokens={cfg.rollout.sampling.max_new_tokens}, "

@@ -51,9 +51,10 @@ def _chunk_logits(
 class _ChunkedTokenLogprobs(torch.autograd.Function):
     """Fused ``linear → log_softmax → gather`` with chunked recomputation in backward.
 
-    Saved for backward: hidden, weight, bias, targets and the per-row logsumexp only;
-    peak extra memory is one ``chunk_size × V`` float32 block (plus a float32 copy of
-    the weight when it is stored in lower precision, and the ``V × H`` weight gradient).
+    Saved for backward: hidden, weight, bias, targets and the per-row logsumexp, plus the
+    softmax when it fits ``keep_probs_bytes``. Without it, peak extra memory is one
+    ``chunk_size × V`` float32 block (plus a float32 copy of the weight when it is stored in lower
+    precision, and the ``V × H`` weight gradient).
     """
 
     @staticmethod
@@ -66,27 +67,46 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         temperature: float,
         chunk_size: int,
         compute_entropy: bool,
+        keep_probs_bytes: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rows = hidden.shape[0]
+        vocab = weight.shape[0]
         device = hidden.device
         weight32 = weight.to(torch.float32)
         bias32 = None if bias is None else bias.to(torch.float32)
         logprobs = torch.empty(rows, dtype=torch.float32, device=device)
         lse = torch.empty(rows, dtype=torch.float32, device=device)
         entropy = torch.empty(rows if compute_entropy else 0, dtype=torch.float32, device=device)
+        # Keep the softmax for backward when it is small enough: backward then skips the
+        # recomputation of the logits (a third vocabulary-sized matmul) and two passes over them.
+        needs_grad = any(ctx.needs_input_grad[:3])
+        probs = None
+        if needs_grad and rows * vocab * 4 <= keep_probs_bytes:
+            probs = torch.empty(rows, vocab, dtype=torch.float32, device=device)
         # Autocast would silently run the matmul in bf16; this path promises float32.
         with torch.autocast(device_type=device.type, enabled=False):
             for start in range(0, rows, chunk_size):
                 end = min(start + chunk_size, rows)
                 logits = _chunk_logits(hidden[start:end], weight32, bias32, temperature)
-                chunk_lse = torch.logsumexp(logits, dim=-1)
                 target_logit = logits.gather(1, targets[start:end, None]).squeeze(1)
+                if probs is not None:
+                    p = probs[start:end]
+                    peak = logits.amax(dim=-1, keepdim=True)
+                    torch.sub(logits, peak, out=p).exp_()
+                    total = p.sum(dim=-1, keepdim=True)
+                    p.div_(total)
+                    chunk_lse = (peak + total.log()).squeeze(1)
+                else:
+                    chunk_lse = torch.logsumexp(logits, dim=-1)
+                    if compute_entropy:
+                        p = torch.exp(logits - chunk_lse[:, None])
                 lse[start:end] = chunk_lse
                 logprobs[start:end] = target_logit - chunk_lse
                 if compute_entropy:
-                    probs = torch.exp(logits - chunk_lse[:, None])
-                    entropy[start:end] = chunk_lse - (probs * logits).sum(dim=-1)
+                    # sum_v p_v * z_v as a batched dot product: no [rows, V] temporary
+                    entropy[start:end] = chunk_lse - torch.einsum("ij,ij->i", p, logits)
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.probs = probs
         ctx.temperature = temperature
         ctx.chunk_size = chunk_size
         ctx.mark_non_differentiable(entropy)
@@ -99,8 +119,10 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        nones = (None,) * 5
+        probs, ctx.probs = ctx.probs, None  # used once; a second backward recomputes
         if grad_logprobs is None or not (need_hidden or need_weight or need_bias):
-            return None, None, None, None, None, None, None
+            return None, None, None, *nones
         temperature: float = ctx.temperature
         chunk_size: int = ctx.chunk_size
         rows = hidden.shape[0]
@@ -109,27 +131,39 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         grad_scaled = grad_logprobs.to(torch.float32) / temperature
 
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        grad_weight32 = torch.zeros_like(weight32) if need_weight else None
+        grad_weight32 = None  # the first chunk's product creates it: no V x H zero fill
         grad_bias32 = torch.zeros_like(bias32) if need_bias and bias32 is not None else None
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             for start in range(0, rows, chunk_size):
                 end = min(start + chunk_size, rows)
                 h32 = hidden[start:end].to(torch.float32)
-                logits = _chunk_logits(h32, weight32, bias32, temperature)
                 g = grad_scaled[start:end]
                 # d logprob / d logits_raw = (onehot(y) - softmax) / temperature; build
                 # -g·softmax in place, then add g at the targets.
-                dlogits = logits.sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
+                if probs is not None:
+                    dlogits = probs[start:end].mul_(-g[:, None])
+                else:
+                    logits = _chunk_logits(h32, weight32, bias32, temperature)
+                    dlogits = logits.sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
                 dlogits.scatter_add_(1, targets[start:end, None], g[:, None])
                 if grad_hidden is not None:
                     grad_hidden[start:end] = (dlogits @ weight32).to(hidden.dtype)
-                if grad_weight32 is not None:
-                    grad_weight32.addmm_(dlogits.T, h32)
+                if need_weight:
+                    if grad_weight32 is None:
+                        grad_weight32 = dlogits.T @ h32
+                    else:
+                        grad_weight32.addmm_(dlogits.T, h32)
                 if grad_bias32 is not None:
                     grad_bias32 += dlogits.sum(dim=0)
+        if need_weight and grad_weight32 is None:  # no rows
+            grad_weight32 = torch.zeros_like(weight32)
         grad_weight = None if grad_weight32 is None else grad_weight32.to(weight.dtype)
         grad_bias = None if grad_bias32 is None else grad_bias32.to(bias.dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+        return grad_hidden, grad_weight, grad_bias, *nones
+
+
+#: keep the softmax for backward up to this size (one micro-batch of ~2,700 tokens of a 49k vocab)
+KEEP_PROBS_BYTES = 512 * 2**20
 
 
 def token_logprobs_from_hidden(
@@ -140,6 +174,7 @@ def token_logprobs_from_hidden(
     temperature: float = 1.0,
     chunk_size: int = 1024,
     return_entropy: bool = True,
+    keep_probs_bytes: int = KEEP_PROBS_BYTES,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropies) of ``targets`` under ``softmax((hidden @ W.T + b) / T)``.
 
@@ -153,7 +188,11 @@ def token_logprobs_from_hidden(
     ``weight`` / ``bias`` require grad (the teacher path needs none).
 
     Entropy ``= logsumexp - Σ softmax·logits`` is a metric: it is returned detached
-    (``None`` when ``return_entropy=False``, which skips its cost).
+    (``None`` when ``return_entropy=False``, which skips its cost). It reuses the softmax the
+    gradient needs, so it costs one batched dot product, not another pass over the vocabulary.
+
+    When gradients are needed and ``tokens x V`` float32 fits in ``keep_probs_bytes``, the softmax
+    is kept for backward instead of recomputed (0 = always recompute; the memory bound above).
     """
     if temperature <= 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -176,7 +215,14 @@ def token_logprobs_from_hidden(
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     flat_targets = targets.reshape(-1).to(torch.int64)
     logprobs, entropy = _ChunkedTokenLogprobs.apply(
-        flat_hidden, weight, bias, flat_targets, float(temperature), int(chunk_size), return_entropy
+        flat_hidden,
+        weight,
+        bias,
+        flat_targets,
+        float(temperature),
+        int(chunk_size),
+        return_entropy,
+        int(keep_probs_bytes),
     )
     return logprobs.view(out_shape), (entropy.view(out_shape) if return_entropy else None)
 

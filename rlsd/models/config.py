@@ -34,8 +34,11 @@ class ModelConfig(BaseModel):
     cache_dir: str | None = Field(
         None, description="Cache for converted models; default $RLSD_CACHE_DIR or ~/.cache/rlsd."
     )
-    attn_implementation: Literal["sdpa", "eager"] = Field(
-        "sdpa", description="Attention kernel passed to transformers."
+    attn_implementation: Literal["sdpa_grouped", "sdpa", "eager"] = Field(
+        "sdpa_grouped",
+        description="Attention kernel. sdpa_grouped: transformers' SDPA, but on CPU masked "
+        "grouped-query attention keeps its key/value heads grouped instead of copying them "
+        "(rlsd.models.attention); sdpa / eager: transformers' own.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30 % more time."

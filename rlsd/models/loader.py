@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlsd.models.attention import transformers_attn_implementation
 from rlsd.models.bundled import BUNDLED_NAME, locate_gguf
 from rlsd.models.cache import cached_file_digest, default_cache_dir, file_lock, sha256_file
 from rlsd.models.config import ModelConfig
@@ -160,7 +161,9 @@ def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
         # A hub id: works only where the machine can reach a hub (never at run time here).
         source, digest, load_from, path = f"hub:{name}", "hub", name, None
     model = AutoModelForCausalLM.from_pretrained(
-        load_from, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+        load_from,
+        dtype=_DTYPES[cfg.dtype],
+        attn_implementation=transformers_attn_implementation(cfg.attn_implementation),
     )
     tokenizer = load_tokenizer(load_from)
     model = prepare_for_training(model, tokenizer, cfg)

@@ -214,7 +214,12 @@ def load_vlm(cfg: ModelConfig | str) -> LoadedVLM:
             f"{name!r} has model_type {family!r}; vision-language families: {', '.join(FAMILIES)}"
         )
     model = AutoModelForImageTextToText.from_pretrained(
-        load_from, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+        load_from,
+        dtype=_DTYPES[cfg.dtype],
+        attn_implementation=(
+            # vision towers choose code paths by the kernel's name: keep transformers' own
+            "sdpa" if cfg.attn_implementation == "sdpa_grouped" else cfg.attn_implementation
+        ),
     )
     processor = load_processor(load_from, family)
     tokenizer = processor.tokenizer

@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from rlsd import algo
 from rlsd.models import LoadedPolicy, load_policy
 from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
+from rlsd.runtime import keep_freed_memory
 from rlsd.tasks import Task
 from rlsd.train.batch import tasks_for_step
 from rlsd.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -46,6 +47,7 @@ _RESUME_FREE = {
     "run.checkpoint_every",
     "run.keep_checkpoints",
     "run.num_threads",
+    "run.reuse_freed_memory",
     "run.credit_samples",
     "run.credit_sample_every",
     "task.sandbox_verifiers",
@@ -151,6 +153,9 @@ def train_step(s: Session, step: int) -> dict[str, float]:
         lam,
         timings={
             "time/generate": rollout.timings["generate"],
+            # the decode loop's split (0 where the engine does not report it)
+            "time/generate_prefill": rollout.timings.get("prefill", 0.0),
+            "time/generate_decode": rollout.timings.get("decode", 0.0),
             "time/verify": t_verify,
             "time/teacher": t_teacher,
             "time/old_logprob": 0.0,  # on-policy: pi_old is the detached update forward
@@ -593,6 +598,8 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
     _check_config(cfg, acc.num_processes)
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
+    if cfg.run.reuse_freed_memory:
+        keep_freed_memory()
     torch.manual_seed(cfg.run.seed)
     output_dir = Path(cfg.run.output_dir)
     ckpt_root = output_dir / "checkpoints"

@@ -31,10 +31,17 @@ def _inputs(seed: int, with_bias: bool):
 @pytest.mark.parametrize("chunk_size", [1, 5, 8, 37, 64])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_values_and_gradients_match_naive(chunk_size, with_bias, temperature):
+@pytest.mark.parametrize("keep_probs", [True, False])
+def test_values_and_gradients_match_naive(chunk_size, with_bias, temperature, keep_probs):
     hidden, weight, bias, targets, upstream = _inputs(chunk_size, with_bias)
     lp, ent = token_logprobs_from_hidden(
-        hidden, weight, targets, bias=bias, temperature=temperature, chunk_size=chunk_size
+        hidden,
+        weight,
+        targets,
+        bias=bias,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        keep_probs_bytes=2**30 if keep_probs else 0,
     )
     ref_lp, ref_ent = _naive(hidden, weight, targets, bias, temperature)
     assert lp.dtype == torch.float32 and lp.shape == (M,)
@@ -122,10 +129,29 @@ def test_no_tokens_by_vocab_tensor_is_saved_for_backward():
     naive = saved_sizes(lambda: _naive(hidden, weight, targets, bias, 1.0))
     assert M * V in naive  # the probe sees what the naive path keeps
     chunked = saved_sizes(
-        lambda: token_logprobs_from_hidden(hidden, weight, targets, bias=bias, chunk_size=8)
+        lambda: token_logprobs_from_hidden(
+            hidden, weight, targets, bias=bias, chunk_size=8, keep_probs_bytes=0
+        )
     )
     assert chunked and max(chunked) < M * V
     assert M * V not in chunked
+
+
+def test_kept_softmax_is_bounded_and_a_second_backward_recomputes():
+    hidden, weight, bias, targets, upstream = _inputs(4, True)
+    ref_lp, _ = _naive(hidden, weight, targets, bias, 0.7)
+    ref = torch.autograd.grad((ref_lp * upstream.double()).sum(), [hidden, weight, bias])
+    # the softmax is M x V float32: kept with room for it, recomputed with one byte less
+    for budget in (M * V * 4, M * V * 4 - 1):
+        lp, _ = token_logprobs_from_hidden(
+            hidden, weight, targets, bias=bias, temperature=0.7, keep_probs_bytes=budget
+        )
+        loss = (lp * upstream).sum()
+        first = torch.autograd.grad(loss, [hidden, weight, bias], retain_graph=True)
+        second = torch.autograd.grad(loss, [hidden, weight, bias])  # kept softmax was consumed
+        for a, b, r in zip(first, second, ref, strict=True):
+            torch.testing.assert_close(a.double(), r.double(), rtol=0, atol=1e-5)
+            torch.testing.assert_close(b.double(), r.double(), rtol=0, atol=1e-5)
 
 
 def test_target_and_argument_errors():

@@ -93,3 +93,40 @@ def test_shared_prefix_gradients_match_plain(which, tiny_model_dir, request):
     scale = max(g.abs().max().item() for g in g_a.values())
     for n in g_a:
         torch.testing.assert_close(g_b[n], g_a[n], atol=1e-5 * scale, rtol=1e-4, msg=n)
+
+
+def test_grouped_kv_attention_gives_transformers_sdpa_values_and_gradients(tiny_model_dir):
+    """``sdpa_grouped`` (the default) hands grouped key/value heads to torch instead of copying
+    them; the shared-prefix pass (a mask, a repeated prompt cache) must not change by a hair."""
+    from rlsd.models.attention import SDPA_GROUPED
+
+    G = 3
+    prefixes, responses = _case(2, G)
+    idx = ResponseIndex.build(responses)
+    upstream = torch.randn(idx.num_tokens, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for attn in ("sdpa", "sdpa_grouped"):
+        policy = load_policy(
+            ModelConfig(name_or_path=str(tiny_model_dir), attn_implementation=attn)
+        )
+        model = policy.model
+        assert model.config.num_key_value_heads < model.config.num_attention_heads
+        if attn == "sdpa_grouped":
+            assert model.config._attn_implementation == SDPA_GROUPED
+        hidden = response_hidden_shared_prefix(model, prefixes, responses, G, 2)
+        weight, bias = output_head(model)
+        lp, _ = token_logprobs_from_hidden(hidden, weight, idx.targets, bias)
+        (lp * upstream).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[attn] = (lp.detach(), grads)
+    torch.testing.assert_close(results["sdpa_grouped"][0], results["sdpa"][0], atol=1e-6, rtol=1e-6)
+    assert results["sdpa_grouped"][1].keys() == results["sdpa"][1].keys()
+    for name, g in results["sdpa"][1].items():
+        torch.testing.assert_close(results["sdpa_grouped"][1][name], g, atol=1e-6, rtol=1e-5)
+
+
+def test_saved_model_does_not_name_the_products_attention(tiny_model_dir, tmp_path):
+    """A model saved by the product loads anywhere: config.json names no rlsd-only kernel."""
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    policy.model.save_pretrained(tmp_path)
+    assert "rlsd" not in (tmp_path / "config.json").read_text()
