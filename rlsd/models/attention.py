@@ -8,6 +8,9 @@ the repeat costs a copy of every cached key and value per layer, and a reduction
 gradients in backward (issue 7 measured ~1 s per update on SmolLM2). ``sdpa_grouped`` passes
 ``enable_gqa=True`` on CPU and defers to transformers' ``sdpa`` everywhere else, so the results
 are the same (tested against ``sdpa``).
+
+It also serves the decode loop's group-prefix cache (``rlsd.rollout.decode``): when the forward
+carries ``rlsd_group_prefix``, a decode step's attention reads each group's prompt once.
 """
 
 from __future__ import annotations
@@ -32,8 +35,14 @@ def sdpa_grouped_attention(
     is_causal: bool | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    groups = getattr(module, "num_key_value_groups", 1)
     q_length = query.shape[2]
+    group_prefix = kwargs.pop("rlsd_group_prefix", None)
+    if group_prefix is not None and q_length == 1:
+        # the decode loop's cache keeps each group's prompt once (rlsd.rollout.decode)
+        from rlsd.rollout.decode import cascade_decode_attention
+
+        return cascade_decode_attention(module, query, key, value, group_prefix, scaling), None
+    groups = getattr(module, "num_key_value_groups", 1)
     if (
         groups == 1
         or query.device.type != "cpu"

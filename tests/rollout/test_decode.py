@@ -49,15 +49,73 @@ def test_greedy_loop_gives_generates_tokens_on_the_real_model(smollm2, group_siz
     assert out["loop"].timings["prefill"] > 0 and out["loop"].timings["decode"] > 0
 
 
-def test_greedy_loop_matches_generate_on_the_tiny_model_with_eos(tiny):
-    prompts = _prompts(tiny.tokenizer, 4)
+@pytest.mark.parametrize("attn", ["sdpa_grouped", "sdpa"])
+def test_greedy_loop_matches_generate_on_the_tiny_model_with_eos(tiny_model_dir, attn):
+    """sdpa_grouped: the group-prefix cache (each prompt's keys read once per group by
+    cascade_decode_attention); sdpa: the prompt cache repeated per row."""
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir), attn_implementation=attn))
+    model, tok = policy.model, policy.tokenizer
+    prompts = _prompts(tok, 4)
     s = SamplingSettings(do_sample=False, max_new_tokens=12)
-    a = HFGenerateEngine(tiny.model, tiny.tokenizer, 8, decode="generate").generate(
-        prompts, 2, s, 0
-    )
-    b = HFGenerateEngine(tiny.model, tiny.tokenizer, 8, decode="loop").generate(prompts, 2, s, 0)
+    a = HFGenerateEngine(model, tok, 8, decode="generate").generate(prompts, 3, s, 0)
+    b = HFGenerateEngine(model, tok, 8, decode="loop").generate(prompts, 3, s, 0)
     assert b.response_ids == a.response_ids
     assert b.truncated == a.truncated
+
+
+def test_cascade_attention_equals_attention_over_the_repeated_prompt(tiny_model_dir):
+    """Per-step logits of the group-prefix cache against transformers' own cache (prompt
+    repeated per row), through left padding and rows leaving the batch."""
+    from transformers.cache_utils import Cache
+
+    from rlsd.rollout.decode import GroupPrefix, GroupPrefixLayer
+
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    model = policy.model.eval()
+    kw = cache_kwarg(model)
+    G, layers = 3, model.config.num_hidden_layers
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # the second prompt is 5 tokens, left-padded
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    steps = torch.randint(3, model.config.vocab_size, (4, 2 * G))
+    live = torch.arange(2 * G)
+    prefill = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": True}
+    with torch.no_grad():
+        ref_cache = DynamicCache(config=model.config)
+        model(**prefill, **{kw: ref_cache})
+        ref_cache.batch_repeat_interleave(G)
+        cache = Cache(layers=[GroupPrefixLayer(8) for _ in range(layers)])
+        model(**prefill, **{kw: cache})
+        state = GroupPrefix(cache, mask.bool(), live, G)
+        row_mask = mask.repeat_interleave(G, 0)
+        next_pos = (pos[:, -1] + 1).repeat_interleave(G)
+        for t, step in enumerate(steps):
+            if t == 2:  # rows 1 and 4 stop (one of each group)
+                keep = torch.tensor([0, 2, 3, 5])
+                ref_cache.batch_select_indices(keep)
+                cache.batch_select_indices(keep)
+                live, row_mask, next_pos = live[keep], row_mask[keep], next_pos[keep]
+                state.rows = live
+            tok = step[live][:, None]
+            row_mask = torch.cat([row_mask, torch.ones(len(live), 1, dtype=row_mask.dtype)], 1)
+            ref = model(
+                input_ids=tok,
+                attention_mask=row_mask,
+                position_ids=next_pos[:, None],
+                use_cache=True,
+                **{kw: ref_cache},
+            ).logits
+            got = model(
+                input_ids=tok,
+                position_ids=next_pos[:, None],
+                use_cache=True,
+                rlsd_group_prefix=state,
+                **{kw: cache},
+            ).logits
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+            next_pos = next_pos + 1
 
 
 def test_preallocated_cache_gives_dynamic_caches_logits(tiny):
