@@ -98,6 +98,24 @@ def instrument(s: Session) -> None:
     s.optimizer.step = timed_step
 
 
+def record_teacher_groups() -> None:
+    """Record which groups the teacher scored (it skips those without advantage), so that its
+    FLOPs count the work it did."""
+    from rlsd.train import trainer
+
+    phase = trainer.teacher_phase
+
+    def recording(s, tasks, rollout, index, advantages=None):
+        G = s.cfg.rollout.group_size
+        groups = list(range(len(tasks)))
+        if advantages is not None:
+            groups = [g for g in groups if bool((advantages[g * G : (g + 1) * G] != 0).any())]
+        s.extra["teacher_groups"] = groups
+        return phase(s, tasks, rollout, index, advantages)
+
+    trainer.teacher_phase = recording
+
+
 def step_flops(s: Session, step: int, shape: Shape) -> dict[str, float]:
     """Matmul FLOPs of the step's phases, from the tokens they processed."""
     cfg = s.cfg
@@ -119,11 +137,14 @@ def step_flops(s: Session, step: int, shape: Shape) -> dict[str, float]:
     }
     if cfg.algo.name != "grpo":
         tok = s.policy.tokenizer
+        tasks = local_tasks(s, step)
+        groups = s.extra["teacher_groups"]
         teacher = [
-            len(teacher_prompt_ids(tok, t, cfg.teacher.prompt_template))
-            for t in local_tasks(s, step)
+            len(teacher_prompt_ids(tok, tasks[g], cfg.teacher.prompt_template)) for g in groups
         ]
-        out["flops/teacher"] = float(scoring_forward_flops(shape, teacher, responses, G, shared))
+        scored = [responses[g * G + j] for g in groups for j in range(G)]
+        out["flops/teacher"] = float(scoring_forward_flops(shape, teacher, scored, G, shared))
+        out["teacher/groups_scored"] = float(len(groups))
     return out
 
 
@@ -197,6 +218,7 @@ def main() -> None:
         *([f"run.num_threads={args.threads}"] if args.threads else []),
         *args.sets,
     ]
+    record_teacher_groups()
     sessions = {}
     for algo in ("grpo", "rlsd"):
         cfg = load_config(
@@ -285,7 +307,9 @@ def main() -> None:
     console.print(f"(GRPO step + RLSD teacher pass) / GRPO step: [bold]{structural:.3f}[/bold]")
     console.print(
         f"teacher pass = {100 * med['rlsd']['time/teacher'] / med['rlsd']['time/step']:.1f} % of an "
-        f"RLSD step"
+        f"RLSD step; groups it scored (the others had no advantage): "
+        f"{[int(m['teacher/groups_scored']) for m in times['rlsd']]} of "
+        f"{cfg.rollout.prompts_per_step} per step"
     )
     label = (
         f"the better of the rates measured just before and after each step: "

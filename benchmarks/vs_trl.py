@@ -4,8 +4,10 @@
 
 Settings (issue 7): SmolLM2-135M-Instruct in fp32, 2 threads, 4 prompts x 8 generations = 32
 completions per optimizer step, max_completion_length 32, temperature 0.6, lr 1e-5, beta 0 (no
-reference model; TRL's default loss_type "dapo"), transformers ``generate`` (no vLLM), one optimizer
-step per generation batch, no gradient checkpointing. Both sides see the SAME prompts: the
+reference model; TRL's default loss_type "dapo"), no vLLM (TRL samples with transformers
+``generate``, the product with its own decode loop; ``--set rollout.decode=generate`` gives it
+``generate`` too), one optimizer step per generation batch, no gradient checkpointing. Process-wide
+settings the product makes (glibc keeping freed blocks) apply to TRL's steps as well. Both sides see the SAME prompts: the
 product's arithmetic tasks (its chat messages are TRL's conversational "prompt"; step k of every
 side gets the product's step-k prompts) and the SAME reward (the product's math-answer verifier).
 

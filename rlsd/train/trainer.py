@@ -124,7 +124,9 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     advantages = algo.get_advantage_estimator(cfg.algo.advantage)(rewards, cfg.rollout.group_size)
     index = ResponseIndex.build(rollout.response_ids)
     t0 = _now()
-    teacher_out = teacher_phase(s, tasks, rollout, index) if cfg.algo.name != "grpo" else None
+    teacher_out = (
+        teacher_phase(s, tasks, rollout, index, advantages) if cfg.algo.name != "grpo" else None
+    )
     t_teacher = _now() - t0
     lam = algo.lambda_schedule(step, cfg.algo.lam0, cfg.algo.lambda_decay_steps)
     t0 = _now()
@@ -200,13 +202,31 @@ def _temperature(cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def teacher_phase(
-    s: Session, tasks: list[Task], rollout: RolloutBatch, index: ResponseIndex
+    s: Session,
+    tasks: list[Task],
+    rollout: RolloutBatch,
+    index: ResponseIndex,
+    advantages: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """RLSD: teacher log-probs [N, T] of the sampled tokens. OPSD: teacher hidden states [M, H]."""
+    """RLSD: teacher log-probs [N, T] of the sampled tokens. OPSD: teacher hidden states [M, H].
+
+    RLSD with ``advantages``: groups whose advantages are all zero (every response scored alike)
+    are not scored. Their tokens' credit is A * w = 0 whatever the teacher says, and the credit
+    metrics count A != 0 tokens only, so the update and its metrics are unchanged; their
+    entries stay 0.
+    """
     cfg = s.cfg
     module = s.teacher.module
     G = cfg.rollout.group_size
-    prefixes = [s.prompts.teacher(t, cfg.teacher.prompt_template) for t in tasks]
+    groups = list(range(len(tasks)))
+    if cfg.algo.name == "rlsd" and advantages is not None:
+        informative = (advantages.view(-1, G) != 0).any(dim=1).tolist()
+        groups = [g for g in groups if informative[g]]
+    rows = [g * G + j for g in groups for j in range(G)]
+    responses = [rollout.response_ids[r] for r in rows]
+    prefixes = [s.prompts.teacher(tasks[g], cfg.teacher.prompt_template) for g in groups]
+    if cfg.algo.name != "opsd" and not groups:
+        return torch.zeros(index.mask.shape)
     groups_per_chunk = max(1, cfg.run.micro_batch_sequences // G)
     was_training = module.training
     module.eval()
@@ -214,7 +234,7 @@ def teacher_phase(
     try:
         for g0 in range(0, len(prefixes), groups_per_chunk):
             chunk_prefixes = prefixes[g0 : g0 + groups_per_chunk]
-            chunk_resp = rollout.response_ids[g0 * G : (g0 + len(chunk_prefixes)) * G]
+            chunk_resp = responses[g0 * G : (g0 + len(chunk_prefixes)) * G]
             if cfg.run.shared_prefix:
                 pieces.append(hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id))
             else:
@@ -225,17 +245,21 @@ def teacher_phase(
     hidden = torch.cat(pieces, dim=0)
     if cfg.algo.name == "opsd":
         return hidden
+    sub = ResponseIndex.build(responses)
     weight, bias = output_head(module)
     logp, _ = algo.token_logprobs_from_hidden(
         hidden,
         weight,
-        index.targets.to(hidden.device),
+        sub.targets.to(hidden.device),
         bias,
         _temperature(cfg),
         cfg.run.logprob_chunk_tokens,
         return_entropy=False,
     )
-    return index.scatter(logp.float().cpu())
+    out = torch.zeros(index.mask.shape)
+    scored = sub.scatter(logp.float().cpu())
+    out[torch.tensor(rows, dtype=torch.long), : scored.shape[1]] = scored
+    return out
 
 
 @dataclass

@@ -198,3 +198,38 @@ def test_non_finite_gradient_skips_the_update_and_keeps_training(
     before = load_file(str(tiny_model_dir / "model.safetensors"))
     after = _weights(result.output_dir)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_teacher_skips_groups_without_advantage_and_the_credit_is_unchanged(
+    tiny_model_dir, tmp_path
+):
+    """Groups whose responses all scored alike (A = 0) are not scored by the teacher: the
+    token advantages of every row, and the credit metrics, come out the same as scoring all."""
+    from rlsd import algo
+    from rlsd.train.forward import ResponseIndex
+    from rlsd.train.trainer import local_tasks, rollout_phase, setup, teacher_phase
+
+    cfg = tiny_config(tiny_model_dir, tmp_path / "r", **{"algo.name": "rlsd", "algo.lam0": 1.0})
+    s = setup(cfg, overwrite=True)
+    tasks = local_tasks(s, 0)
+    rollout = rollout_phase(s, tasks, 0)
+    index = ResponseIndex.build(rollout.response_ids)
+    G = cfg.rollout.group_size
+    advantages = torch.linspace(-1.0, 1.0, len(tasks) * G)
+    advantages[G : 3 * G] = 0.0  # groups 1 and 2 carry no signal
+    everything = teacher_phase(s, tasks, rollout, index)
+    skipping = teacher_phase(s, tasks, rollout, index, advantages)
+    assert everything.shape == skipping.shape == index.mask.shape
+    assert torch.equal(skipping[G : 3 * G], torch.zeros_like(skipping[G : 3 * G]))
+    informative = list(range(G)) + list(range(3 * G, 4 * G))
+    torch.testing.assert_close(skipping[informative], everything[informative], atol=1e-5, rtol=0)
+    student = everything - 0.3 * index.mask  # any student log-probs
+    a = algo.rlsd_token_advantages(advantages, everything, student, index.mask, 1.0, 0.2)
+    b = algo.rlsd_token_advantages(advantages, skipping, student, index.mask, 1.0, 0.2)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    sa = algo.rlsd_credit_stats(advantages, everything, student, index.mask, 0.2)
+    sb = algo.rlsd_credit_stats(advantages, skipping, student, index.mask, 0.2)
+    assert sa == pytest.approx(sb, abs=1e-5)
+    # nothing informative: no teacher forward at all
+    none = teacher_phase(s, tasks, rollout, index, torch.zeros(len(tasks) * G))
+    assert not none.any()
