@@ -100,11 +100,19 @@ def _registry_lock(name: str) -> Any:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     slot = f"rlsd-registry-{name}"
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=slot, limit=1))
+    with get_client(sync_client=True) as client:
+        try:
+            # Look first: creating an existing limit makes the server log an IntegrityError
+            # traceback (it answers 409), which reads like a failure in the demo's output.
+            client.read_global_concurrency_limit_by_name(slot)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run created it meanwhile
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=slot, limit=1)
+                )
     return concurrency(slot, occupy=1, timeout_seconds=600, strict=True)
 
 
