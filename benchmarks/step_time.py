@@ -30,17 +30,9 @@ os.environ.setdefault("RLSD_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _threads_from_argv(default: int = 2) -> int:
-    for i, a in enumerate(sys.argv):
-        if a == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-    return default
+from _threads import pin_omp_threads  # noqa: E402
 
-
-# OpenMP reads this once, at torch's import: the benchmark's thread count, unless the caller set it.
-os.environ.setdefault("OMP_NUM_THREADS", str(_threads_from_argv()))
+pin_omp_threads()
 
 import torch  # noqa: E402
 from _machine import describe  # noqa: E402
