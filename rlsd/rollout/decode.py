@@ -93,10 +93,12 @@ class PreallocatedLayer(DynamicLayer):
             self.values[:, :, : self.length] = vkeep
 
 
-def preallocated_cache(model: PreTrainedModel, capacity: int) -> Cache:
-    """A transformers ``Cache`` of :class:`PreallocatedLayer` for every decoder layer of ``model``."""
+def preallocated_cache(
+    model: PreTrainedModel, capacity: int, layer: type[PreallocatedLayer] = PreallocatedLayer
+) -> Cache:
+    """A transformers ``Cache`` with one ``layer`` (of ``capacity`` positions) per decoder layer."""
     config = model.config.get_text_config()
-    return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
+    return Cache(layers=[layer(capacity) for _ in range(config.num_hidden_layers)])
 
 
 class GroupPrefixLayer(PreallocatedLayer):
@@ -250,7 +252,6 @@ class DecodeResult:
     truncated: list[bool]  # ran to max_new_tokens without stopping
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    decode_steps: int = 0
 
 
 class _Stops:
@@ -300,15 +301,12 @@ def decode_groups(
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-    layers = model.config.get_text_config().num_hidden_layers
     # The group-prefix cache needs the product's attention function to read it.
     cascade = getattr(model.config, "_attn_implementation", None) == SDPA_GROUPED
-    if cascade:
-        cache = Cache(layers=[GroupPrefixLayer(settings.max_new_tokens) for _ in range(layers)])
+    if cascade:  # capacity for the rows' own tokens; the prompt is kept as prefilled
+        cache = preallocated_cache(model, settings.max_new_tokens, GroupPrefixLayer)
     else:
-        cache = Cache(
-            layers=[PreallocatedLayer(width + settings.max_new_tokens) for _ in range(layers)]
-        )
+        cache = preallocated_cache(model, width + settings.max_new_tokens)
     generator = None
     if settings.do_sample:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -339,7 +337,6 @@ def decode_groups(
         state = GroupPrefix(cache, mask.bool().to(device), live.to(device), group_size)
         extra = {"rlsd_group_prefix": state}
     stops = _Stops(tokenizer, settings)
-    steps = 0
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     while True:
         tokens = sample_tokens(logits, settings, generator)
@@ -383,11 +380,9 @@ def decode_groups(
         )
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
-        steps += 1
     return DecodeResult(
         responses=generated,
         truncated=[not s for s in stopped],
         prefill_seconds=prefill_seconds,
         decode_seconds=time.perf_counter() - t1,
-        decode_steps=steps,
     )

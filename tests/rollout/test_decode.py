@@ -66,14 +66,13 @@ def test_greedy_loop_matches_generate_on_the_tiny_model_with_eos(tiny_model_dir,
 def test_cascade_attention_equals_attention_over_the_repeated_prompt(tiny_model_dir):
     """Per-step logits of the group-prefix cache against transformers' own cache (prompt
     repeated per row), through left padding and rows leaving the batch."""
-    from transformers.cache_utils import Cache
 
     from rlsd.rollout.decode import GroupPrefix, GroupPrefixLayer
 
     policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
     model = policy.model.eval()
     kw = cache_kwarg(model)
-    G, layers = 3, model.config.num_hidden_layers
+    G = 3
     torch.manual_seed(0)
     ids = torch.randint(3, model.config.vocab_size, (2, 9))
     mask = torch.ones_like(ids)
@@ -86,7 +85,7 @@ def test_cascade_attention_equals_attention_over_the_repeated_prompt(tiny_model_
         ref_cache = DynamicCache(config=model.config)
         model(**prefill, **{kw: ref_cache})
         ref_cache.batch_repeat_interleave(G)
-        cache = Cache(layers=[GroupPrefixLayer(8) for _ in range(layers)])
+        cache = preallocated_cache(model, 8, GroupPrefixLayer)
         model(**prefill, **{kw: cache})
         state = GroupPrefix(cache, mask.bool(), live, G)
         row_mask = mask.repeat_interleave(G, 0)
