@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from vb_support import (
     DEBIAN_PYTHON,
+    VERIFIERS,
     load_module,
     parse_results,
     python_ids,
@@ -315,22 +316,46 @@ def add(a, b):
 """
 
 
-def test_candidate_cannot_reach_the_verifiers_stdout_or_nonce():
+@pytest.fixture
+def world_readable_verifier():
+    """A copy of the verifier that uid nobody can read: the checkout may sit under a directory
+    only root can enter (``mktemp -d`` is 0700)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        os.chmod(tmp, 0o755)
+        dest = Path(tmp) / NAME
+        shutil.copytree(VERIFIERS / NAME, dest)
+        for path in [dest, *dest.rglob("*")]:
+            os.chmod(path, os.stat(path).st_mode | (0o005 if path.is_dir() else 0o004))
+        yield dest
+
+
+def test_candidate_cannot_reach_the_verifiers_stdout_or_nonce(world_readable_verifier):
     """The verifier makes itself non-dumpable, so a same-uid candidate cannot open its /proc."""
-    prefix, python = [], None
+    prefix, python, program_dir = [], None, None
     if os.geteuid() == 0:  # root may read any /proc entry: run the verifier as nobody
         if not (os.path.exists("/usr/bin/setpriv") and os.path.exists(DEBIAN_PYTHON)):
             pytest.skip("running as root without setpriv or /usr/bin/python3")
         prefix = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         python = DEBIAN_PYTHON  # the venv's interpreter may live where nobody cannot read
+        program_dir = world_readable_verifier
     items = [
         _item("attacker", REACH_THE_VERIFIER),
         _item("victim", "def add(a, b):\n    return 0\n"),
     ]
     stdin = "".join(json.dumps(item) + "\n" for item in items)
     done = run_raw(
-        NAME, stdin, python=python, env={"RLSD_RESULT_NONCE": "the-real-nonce"}, prefix=prefix
+        NAME,
+        stdin,
+        python=python,
+        env={"RLSD_RESULT_NONCE": "the-real-nonce"},
+        prefix=prefix,
+        program_dir=program_dir,
     )
     results = parse_results(done.stdout)
-    assert [(r["id"], r["passed"]) for r in results] == [("attacker", True), ("victim", False)]
+    assert [(r["id"], r["passed"]) for r in results] == [("attacker", True), ("victim", False)], (
+        done.stderr.decode(errors="replace")[-2000:]
+    )
     assert all(r["nonce"] == "the-real-nonce" for r in results)

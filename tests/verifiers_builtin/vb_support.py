@@ -76,7 +76,10 @@ def run_raw(
     env: dict | None = None,
     timeout: float = 300,
     prefix: list[str] | None = None,
+    program_dir: Path | None = None,
 ) -> subprocess.CompletedProcess:
+    """Run verifier ``name``'s verify.py (from ``program_dir`` when given, e.g. a copy that
+    another uid can read) on ``stdin``."""
     prepare(name)
     if python is None:
         if not pythons(name):
@@ -87,7 +90,7 @@ def run_raw(
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     full_env.update(env or {})
     return subprocess.run(
-        [*(prefix or []), python, str(VERIFIERS / name / "verify.py")],
+        [*(prefix or []), python, str((program_dir or VERIFIERS / name) / "verify.py")],
         input=stdin.encode() if isinstance(stdin, str) else stdin,
         capture_output=True,
         env=full_env,
