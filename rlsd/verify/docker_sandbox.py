@@ -28,10 +28,9 @@ from rlsd.verify.protocol import (
     ITEM_TIMEOUT_ENV,
     NONCE_ENV,
     STDERR_TAIL_BYTES,
+    ResultStream,
     RunOutcome,
-    encode_items,
     new_nonce,
-    parse_output,
 )
 from rlsd.verify.sandbox import Sandbox, SandboxError, SandboxUnavailable
 from rlsd.verify.spec import VerifierSpec, image_digest, image_tag
@@ -218,15 +217,20 @@ class DockerSandbox(Sandbox):
         api = self.client.api
         lim = spec.limits
         mem = lim.memory_mb * 1024 * 1024
+        per_item_uid = spec.isolation == "per-item-uid"
         host_config = api.create_host_config(
             network_mode=None if lim.network else "none",
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={lim.tmpfs_mb}m,mode=1777"},
+            shm_size=f"{lim.tmpfs_mb}m",
             mem_limit=mem,
             memswap_limit=mem,
             nano_cpus=int(lim.cpus * 1e9),
             pids_limit=lim.pids,
             cap_drop=["ALL"],
+            # per-item-uid: the program's own spawner needs these two to give each candidate a
+            # uid of its own; everything else in the container runs without capabilities
+            cap_add=["SETUID", "SETGID"] if per_item_uid else None,
             security_opt=["no-new-privileges"],
             ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],
         )
@@ -239,7 +243,7 @@ class DockerSandbox(Sandbox):
             container = api.create_container(
                 image,
                 command=command,
-                user="65534:65534",
+                user="0:0" if per_item_uid else "65534:65534",
                 environment=env,
                 working_dir="/tmp",
                 stdin_open=True,  # with detach=False: AttachStdin and StdinOnce too
@@ -345,13 +349,17 @@ class DockerSandbox(Sandbox):
             self._remove(c)
 
     def _run_once(
-        self, spec: VerifierSpec, folder: Path, prepared: Any, items: list[dict], nonce: str
+        self,
+        spec: VerifierSpec,
+        folder: Path,
+        prepared: Any,
+        data: bytes,
+        ids: list[str],
+        nonce: str,
     ) -> RunOutcome:
         started = self._take(spec, prepared)
         try:
-            out = self._feed_and_collect(
-                started, encode_items(items), spec.limits, {it["id"] for it in items}
-            )
+            out = self._feed_and_collect(started, data, spec.limits, ids)
         except BaseException:
             self._remove(started)
             raise
@@ -360,7 +368,7 @@ class DockerSandbox(Sandbox):
         return out
 
     def _feed_and_collect(
-        self, started: _Started, data: bytes, lim: Any, ids: set[str]
+        self, started: _Started, data: bytes, lim: Any, ids: list[str]
     ) -> RunOutcome:
         import docker.errors
 
@@ -372,6 +380,8 @@ class DockerSandbox(Sandbox):
             return out
         stdout = bytearray()
         stderr = bytearray()
+        stream = ResultStream(started.nonce, ids, result_timeout_s=lim.result_deadline_s())
+        out.parsed = stream.parsed
         t0 = time.monotonic()
         deadline = t0 + lim.batch_timeout_s
 
@@ -386,10 +396,13 @@ class DockerSandbox(Sandbox):
         writer.start()
         raw.settimeout(0.2)
         buf = bytearray()
-        newlines, complete = 0, False
+        complete = False
         while True:
             if time.monotonic() >= deadline:
                 out.timed_out = True
+                break
+            if stream.stalled():
+                out.stalled = True
                 break
             try:
                 chunk = raw.recv(1 << 16)
@@ -412,23 +425,21 @@ class DockerSandbox(Sandbox):
                     if len(stderr) > 2 * STDERR_TAIL_BYTES:
                         del stderr[:-STDERR_TAIL_BYTES]
                 else:
-                    stdout += payload
-                    newlines += payload.count(b"\n")
-            if newlines >= len(ids) and len(
-                parse_output(bytes(stdout), started.nonce, ids).accepted
-            ) == len(ids):
+                    room = lim.output_bytes - len(stdout)
+                    stdout += payload[: max(0, room)]
+                    stream.feed(payload[: max(0, room)])
+                    if len(payload) > room:
+                        out.output_capped = True
+            if out.output_capped:
+                break
+            if stream.complete():
                 # every item has its verdict: do not wait for the program and the container to
                 # wind down (it is killed and removed in the background)
                 complete = True
                 break
-            if len(stdout) > lim.output_bytes:
-                out.output_capped = True
-                del stdout[lim.output_bytes :]
-                break
-        killed = out.timed_out or out.output_capped
-        if complete or (
-            not killed and len(parse_output(bytes(stdout), started.nonce, ids).accepted) == len(ids)
-        ):
+        stream.close()
+        killed = out.timed_out or out.output_capped or out.stalled
+        if complete or (not killed and stream.complete()):
             # every item has its result: the exit status cannot change any verdict, so do not
             # wait for it (the container is removed in the background)
             out.exit_code = 0

@@ -1,33 +1,35 @@
-"""The local sandbox, for machines without a Docker engine: bubblewrap, else unshare + setpriv.
+"""The local sandbox, for machines without a Docker engine: the image's root filesystem under
+bubblewrap, so a verdict does not depend on the backend.
 
-Both modes build the same view as the container image: ``/usr`` and ``/etc`` (and the ``/bin``,
-``/lib``... symlinks or directories) read-only from the host, the verifier folder read-only at
-``/verifier`` with each file of its ``build/`` folder at ``/verifier/<file>`` (the layout the
-Dockerfiles COPY), a size-limited tmpfs at ``/tmp`` (the cwd and the only writable place), a new
-``/proc``, a minimal ``/dev``, no network (a new network namespace holding only ``lo``), new pid,
-ipc and uts namespaces, uid/gid 65534, no capabilities, no new privileges, and an environment
-holding only the protocol variables plus ``PATH=/usr/bin:/bin`` (so ``python3`` is the host's
-Debian ``/usr/bin/python3``; install ``python3-jsonschema`` for verifiers that need it).
+The jail is built like the container: the verifier base image's root filesystem
+(:mod:`rlsd.verify.rootfs`) read-only at ``/`` (its ``python3``, its packages, not the host's),
+the files the verifier's Dockerfile COPYs at the same paths under ``/verifier`` (the local
+sandbox refuses Dockerfiles that do more than COPY, ENV and the like), size-limited tmpfs at
+``/tmp`` (the cwd) and ``/dev/shm``, a new ``/proc``, a minimal ``/dev``, no network (a new
+network namespace holding only ``lo``), new pid, ipc and uts namespaces, no new privileges, the
+image's environment plus the protocol variables. The program runs as uid 65534 without
+capabilities, or, for ``isolation: per-item-uid``, as root with only CAP_SETUID and CAP_SETGID
+(as in Docker).
 
 Limits: rlimits set on the sandbox process (inherited by the verifier): ``RLIMIT_AS`` =
-``memory_mb`` (per process, not per batch as in Docker), ``RLIMIT_NPROC`` = ``pids`` (counted per
-uid on the host: concurrent sandboxes share it), ``RLIMIT_CPU`` = the batch timeout,
-``RLIMIT_FSIZE`` = ``tmpfs_mb``, no core files. ``cpus`` has no local equivalent (not enforced). The
-batch timeout and the output cap are enforced by this process, which kills the whole sandbox (its
-pid namespace dies with it).
+``memory_mb`` (per process; Docker's cgroup bounds the whole container), ``RLIMIT_NPROC`` =
+``pids``, ``RLIMIT_CPU`` = the batch timeout, ``RLIMIT_FSIZE`` = ``tmpfs_mb``, no core files.
+``cpus`` has no local equivalent (not enforced). The per-item limits a verifier sets itself
+(python-tests' candidates) are the same on both backends. The batch timeout, the per-result
+deadline and the output cap are enforced by this process, which kills the whole sandbox (its pid
+namespace dies with it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import select
+import shlex
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,49 +40,103 @@ from rlsd.verify.protocol import (
     ITEM_TIMEOUT_ENV,
     NONCE_ENV,
     STDERR_TAIL_BYTES,
+    ResultStream,
     RunOutcome,
-    encode_items,
 )
+from rlsd.verify.rootfs import Rootfs, RootfsError, ensure_rootfs
 from rlsd.verify.sandbox import Sandbox, SandboxError, SandboxUnavailable
 from rlsd.verify.spec import VerifierSpec
 
-JAIL = Path(__file__).with_name("_unshare_jail.py")
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
-SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
-SANDBOX_PATH = "/usr/bin:/bin"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Dockerfile instructions the local sandbox can reproduce exactly (everything else: use Docker).
+_SAFE_INSTRUCTIONS = {"ARG", "FROM", "COPY", "USER", "WORKDIR", "CMD", "ENV", "LABEL"}
 
 _probe_lock = threading.Lock()
 _probed: dict[str, str | None] = {}
 
 
-def _system_entries() -> list[tuple[str, str, str]]:
-    """(name, 'symlink' | 'bind', target) for the host's system directories."""
-    out = []
-    for name in SYSTEM_DIRS:
-        path = "/" + name
-        if os.path.islink(path):
-            out.append((name, "symlink", os.readlink(path)))
-        elif os.path.isdir(path):
-            out.append((name, "bind", path))
+class ImageLayout:
+    """What a Dockerfile built on the base image puts in it: files under /verifier, and ENV."""
+
+    def __init__(self, files: list[tuple[str, str]], env: dict[str, str]) -> None:
+        self.files = files
+        self.env = env
+
+
+def _instructions(text: str) -> list[tuple[int, str, str]]:
+    """(line number, INSTRUCTION, arguments) with continuation lines joined, comments dropped."""
+    out: list[tuple[int, str, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        word, _, rest = pending.partition(" ")
+        out.append((start, word.upper(), rest.strip()))
+        pending = ""
     return out
 
 
-def verifier_entries(folder: Path) -> list[tuple[str, str]]:
-    """(host path, name under /verifier): the folder's entries, then each ``build/`` entry."""
-    out = [
-        (str(p), p.name)
-        for p in sorted(folder.iterdir())
-        if p.name not in ("build", "__pycache__") and not p.name.startswith(".")
-    ]
-    build = folder / "build"
-    if build.is_dir():
-        names = {n for _, n in out}
-        for p in sorted(build.iterdir()):
-            if p.name in names:  # build/ wins, as the later COPY in the Dockerfile does
-                out = [(s, n) for s, n in out if n != p.name]
-            out.append((str(p), p.name))
+def image_layout(spec: VerifierSpec, folder: Path) -> ImageLayout:
+    """The verifier's files as its Dockerfile COPYs them, for the local jail; SandboxError for
+    a Dockerfile whose image the local sandbox cannot reproduce exactly."""
+    assert spec.image.dockerfile is not None
+    path = folder / spec.image.dockerfile
+    where = f"verifier {spec.name!r}: {path}"
+    files: list[tuple[str, str]] = []
+    env: dict[str, str] = {}
+    for number, word, args in _instructions(path.read_text(encoding="utf-8")):
+        if word not in _SAFE_INSTRUCTIONS:
+            raise SandboxError(
+                f"{where} line {number}: {word} makes an image the local sandbox cannot "
+                "reproduce (it copies files onto the base image only): use Docker"
+            )
+        if word == "FROM" and args.split()[0] not in ("${BASE_IMAGE}", "$BASE_IMAGE"):
+            raise SandboxError(f"{where} line {number}: FROM must be ${{BASE_IMAGE}}")
+        if word == "ENV":
+            parts = shlex.split(args)
+            if len(parts) == 2 and "=" not in parts[0]:
+                env[parts[0]] = parts[1]
+            else:
+                env.update(p.split("=", 1) for p in parts if "=" in p)
+        if word == "COPY":
+            files += _copy(folder, shlex.split(args), f"{where} line {number}")
+    return ImageLayout(files, env)
+
+
+def _copy(folder: Path, args: list[str], where: str) -> list[tuple[str, str]]:
+    if any(a.startswith("--") for a in args) or len(args) < 2:
+        raise SandboxError(f"{where}: COPY with options or without a destination: use Docker")
+    *sources, dest = args
+    if not dest.startswith("/verifier"):
+        raise SandboxError(f"{where}: COPY to {dest} (outside /verifier): use Docker")
+    into_dir = dest.endswith("/") or len(sources) > 1
+    out: list[tuple[str, str]] = []
+    root = folder.resolve()
+    for src in sources:
+        if any(c in src for c in "*?["):
+            raise SandboxError(f"{where}: COPY with a wildcard ({src}): use Docker")
+        host = (folder / src).resolve()
+        if root not in (host, *host.parents):
+            raise SandboxError(f"{where}: COPY {src} is outside the verifier folder")
+        if host.is_dir():
+            for item in sorted(host.rglob("*")):
+                if item.is_file() and "__pycache__" not in item.parts:
+                    rel = item.relative_to(host).as_posix()
+                    out.append((str(item), dest.rstrip("/") + "/" + rel))
+        elif host.is_file():
+            target = dest.rstrip("/") + "/" + host.name if into_dir else dest
+            out.append((str(host), target))
+        else:
+            raise SandboxError(f"{where}: COPY {src}: no such file in {folder}")
     return out
 
 
@@ -88,25 +144,12 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def _count_uid_processes(uid: int) -> int:
-    n = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    n += 1
-            except OSError:
-                pass
-    return n
-
-
 def _rlimits(spec: VerifierSpec) -> list[tuple[int, int]]:
     lim = spec.limits
-    nproc = lim.pids if _is_root() else lim.pids + _count_uid_processes(os.getuid())
     cpu = int(lim.batch_timeout_s) + 2
     return [
         (resource.RLIMIT_AS, lim.memory_mb * 1024 * 1024),
-        (resource.RLIMIT_NPROC, nproc),
+        (resource.RLIMIT_NPROC, lim.pids),
         (resource.RLIMIT_CPU, cpu),
         (resource.RLIMIT_FSIZE, lim.tmpfs_mb * 1024 * 1024),
         (resource.RLIMIT_CORE, 0),
@@ -123,66 +166,79 @@ def _preexec(limits: list[tuple[int, int]]):
 
 
 class LocalSandbox(Sandbox):
-    """``mode``: ``auto`` (bubblewrap when it works, else unshare), ``bwrap`` or ``unshare``."""
+    """``mode``: ``auto`` or ``bwrap`` (the only local jail); ``rootfs``: a tree to use instead
+    of the cached base image (tests)."""
 
-    def __init__(self, *, mode: str = "auto", pool_size: int = 2, retries: int = 2) -> None:
+    backend = "local-bwrap"
+
+    def __init__(
+        self,
+        *,
+        mode: str = "auto",
+        pool_size: int = 2,
+        retries: int = 1,
+        rootfs: Rootfs | None = None,
+    ) -> None:
         super().__init__(pool_size=pool_size, retries=retries)
-        if mode not in ("auto", "bwrap", "unshare"):
-            raise ValueError(f"unknown local sandbox mode {mode!r}: auto, bwrap or unshare")
-        self.mode = self._choose(mode)
-        self.backend = f"local-{self.mode}"
+        if mode not in ("auto", "bwrap"):
+            raise ValueError(
+                f"unknown local sandbox mode {mode!r}: the local sandbox is bubblewrap over the "
+                "image's root filesystem ('auto' or 'bwrap')"
+            )
+        try:
+            self.rootfs = rootfs or ensure_rootfs()
+        except RootfsError as exc:
+            raise SandboxUnavailable(str(exc)) from None
+        why = self._probe()
+        if why is not None:
+            raise SandboxUnavailable(f"no local sandbox works here: bwrap: {why}")
+        self.mode = "bwrap"
 
-    # -- mode selection -------------------------------------------------------------------
-    def _choose(self, mode: str) -> str:
-        reasons = []
-        for candidate in ("bwrap", "unshare") if mode == "auto" else (mode,):
-            why = self._probe(candidate)
-            if why is None:
-                return candidate
-            reasons.append(f"{candidate}: {why}")
-        raise SandboxUnavailable("no local sandbox works here: " + "; ".join(reasons))
+    def describe(self) -> str:
+        return f"local-bwrap (root filesystem of {self.rootfs.tag})"
 
-    def _probe(self, mode: str) -> str | None:
+    def _probe(self) -> str | None:
+        key = str(self.rootfs.path)
         with _probe_lock:
-            if mode not in _probed:
-                _probed[mode] = self._probe_uncached(mode)
-            return _probed[mode]
+            if key not in _probed:
+                _probed[key] = self._probe_uncached()
+            return _probed[key]
 
-    def _probe_uncached(self, mode: str) -> str | None:
-        tool = "bwrap" if mode == "bwrap" else "unshare"
-        if shutil.which(tool, path=HOST_PATH) is None:
-            return f"{tool} is not installed"
-        with tempfile.TemporaryDirectory() as tmp:
-            os.chmod(tmp, 0o755)
-            argv, cleanup = self._argv(mode, _probe_spec(), Path(tmp), "probe", ["true"])
-            try:
-                proc = subprocess.run(
-                    argv, capture_output=True, timeout=30, env={"PATH": HOST_PATH}
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                return str(exc)
-            finally:
-                cleanup()
+    def _probe_uncached(self) -> str | None:
+        if shutil.which("bwrap", path=HOST_PATH) is None:
+            return "bubblewrap is not installed (apt-get install bubblewrap)"
+        argv = self._argv(_probe_spec(), ImageLayout([], {}), "probe", ["true"])
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=30, env={"PATH": HOST_PATH})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             return f"exit {proc.returncode}: {err[-1] if err else ''}"
         return None
 
     # -- preparation ----------------------------------------------------------------------
-    def _prepare(self, spec: VerifierSpec, folder: Path) -> None:
+    def _prepare(self, spec: VerifierSpec, folder: Path) -> ImageLayout:
         if spec.image.ref is not None:
             raise SandboxError(
                 f"verifier {spec.name!r} only has an image reference ({spec.image.ref}); "
                 "the local sandbox runs Dockerfile verifiers from their folder: use Docker"
             )
+        if spec.isolation == "per-item-uid" and not _is_root():
+            raise SandboxError(
+                f"verifier {spec.name!r} needs isolation 'per-item-uid' (a uid of its own for "
+                "every candidate), which the local sandbox can give only when it runs as root: "
+                "run as root or use Docker"
+            )
         try:
             run_prepare(spec, folder)
         except ImageError as exc:
             raise SandboxError(f"verifier {spec.name!r}: {exc}") from None
+        layout = image_layout(spec, folder)
         if _is_root():
             unreadable = [
                 src
-                for src, _ in [(str(folder), "")] + verifier_entries(folder)
+                for src in [str(folder)] + [s for s, _ in layout.files]
                 if not os.stat(src).st_mode & (0o005 if os.path.isdir(src) else 0o004)
             ]
             if unreadable:
@@ -190,126 +246,88 @@ class LocalSandbox(Sandbox):
                     f"verifier {spec.name!r}: the sandbox user (uid {SANDBOX_UID}) cannot read "
                     f"{', '.join(unreadable[:3])}: make the folder world-readable"
                 )
+        return layout
 
     # -- one run ----------------------------------------------------------------------------
-    def _env(self, spec: VerifierSpec, nonce: str) -> dict[str, str]:
-        return {
-            "PATH": SANDBOX_PATH,
-            "LANG": "C.UTF-8",
-            NONCE_ENV: nonce,
-            ITEM_TIMEOUT_ENV: f"{spec.limits.item_timeout_s:g}",
-        }
+    def _env(self, spec: VerifierSpec, layout: ImageLayout, nonce: str) -> dict[str, str]:
+        env = {**self.rootfs.env, **layout.env}
+        env.update({NONCE_ENV: nonce, ITEM_TIMEOUT_ENV: f"{spec.limits.item_timeout_s:g}"})
+        env.setdefault("HOME", "/")
+        return env
 
     def _argv(
-        self, mode: str, spec: VerifierSpec, folder: Path, nonce: str, command: list[str]
-    ) -> tuple[list[str], Any]:
+        self, spec: VerifierSpec, layout: ImageLayout, nonce: str, command: list[str]
+    ) -> list[str]:
         lim = spec.limits
-        env = self._env(spec, nonce)
         root = _is_root()
-        if mode == "bwrap":
-            argv = [
-                "bwrap",
-                "--die-with-parent",
-                "--new-session",
-                "--unshare-ipc",
-                "--unshare-pid",
-                "--unshare-uts",
-                "--unshare-cgroup-try",
-            ]
-            if not lim.network:
-                argv.append("--unshare-net")
-            if not root:  # an unprivileged user maps itself to 65534 in a user namespace
-                argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
-            for name, kind, target in _system_entries():
-                argv += (
-                    ["--symlink", target, "/" + name]
-                    if kind == "symlink"
-                    else ["--ro-bind", target, "/" + name]
-                )
-            argv += [
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "--perms",
-                "1777",
-                "--size",
-                str(lim.tmpfs_mb * 1024 * 1024),
-                "--tmpfs",
-                "/tmp",
-                "--perms",
-                "0755",
-                "--tmpfs",
-                "/verifier",
-            ]
-            for src, name in verifier_entries(folder):
-                argv += ["--ro-bind", src, "/verifier/" + name]
-            argv += ["--remount-ro", "/verifier", "--chdir", "/tmp", "--clearenv"]
-            for k, v in env.items():
-                argv += ["--setenv", k, v]
-            argv.append("--")
-            if root:  # bwrap ran privileged (no user namespace): drop to the sandbox user
-                argv += [
-                    "setpriv",
-                    "--reuid",
-                    str(SANDBOX_UID),
-                    "--regid",
-                    str(SANDBOX_GID),
-                    "--clear-groups",
-                    "--no-new-privs",
-                    "--bounding-set",
-                    "-all",
-                    "--inh-caps",
-                    "-all",
-                    "--",
-                ]
-            return argv + list(command), lambda: None
-        # unshare: the jail script builds the same root and drops privileges itself
-        jail_root = tempfile.mkdtemp(prefix="rlsd-jail-")
-        cfg = {
-            "root": jail_root,
-            "system": _system_entries(),
-            "verifier": verifier_entries(folder),
-            "tmpfs_mb": lim.tmpfs_mb,
-            "env": env,
-            "argv": list(command),
-            "uid": SANDBOX_UID,
-            "gid": SANDBOX_GID,
-            "drop": root,
-            "loopback": not lim.network,
-        }
+        per_item_uid = spec.isolation == "per-item-uid"
+        tree = str(self.rootfs.path)
         argv = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--ipc",
-            "--uts",
-            "--pid",
-            "--fork",
-            "--kill-child",
+            "bwrap",
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
         ]
         if not lim.network:
-            argv.append("--net")
-        if not root:
-            argv += ["--user", "--map-root-user"]
-        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
-        argv += [python, "-I", "-S", str(JAIL), json.dumps(cfg)]
-
-        def cleanup() -> None:
-            with contextlib.suppress(OSError):
-                os.rmdir(jail_root)
-
-        return argv, cleanup
+            argv.append("--unshare-net")
+        if not root:  # an unprivileged user maps itself to 65534 in a user namespace
+            argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
+        for entry in sorted(os.listdir(tree)):
+            if entry in ("proc", "dev", "tmp", "sys", "verifier"):
+                continue
+            src = os.path.join(tree, entry)
+            if os.path.islink(src):
+                argv += ["--symlink", os.readlink(src), "/" + entry]
+            elif os.path.isdir(src):
+                argv += ["--ro-bind", src, "/" + entry]
+            else:
+                argv += ["--ro-bind", src, "/" + entry]
+        size = str(lim.tmpfs_mb * 1024 * 1024)
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+        argv += ["--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
+        argv += ["--perms", "0755", "--tmpfs", "/verifier"]
+        for src, dest in layout.files:
+            argv += ["--ro-bind", src, dest]
+        argv += ["--remount-ro", "/verifier", "--chdir", "/tmp", "--clearenv"]
+        for k, v in self._env(spec, layout, nonce).items():
+            argv += ["--setenv", k, v]
+        if root and per_item_uid:
+            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        argv.append("--")
+        if root and not per_item_uid:  # bwrap ran privileged: drop to the sandbox user
+            argv += [
+                "/usr/bin/setpriv",
+                "--reuid",
+                str(SANDBOX_UID),
+                "--regid",
+                str(SANDBOX_GID),
+                "--clear-groups",
+                "--no-new-privs",
+                "--bounding-set",
+                "-all",
+                "--inh-caps",
+                "-all",
+                "--",
+            ]
+        return argv + list(command)
 
     def _run_once(
-        self, spec: VerifierSpec, folder: Path, prepared: Any, items: list[dict], nonce: str
+        self,
+        spec: VerifierSpec,
+        folder: Path,
+        prepared: Any,
+        data: bytes,
+        ids: list[str],
+        nonce: str,
     ) -> RunOutcome:
-        argv, cleanup = self._argv(self.mode, spec, folder, nonce, list(spec.command))
-        try:
-            return _pump(argv, encode_items(items), spec, _preexec(_rlimits(spec)))
-        finally:
-            cleanup()
+        argv = self._argv(spec, prepared, nonce, list(spec.command))
+        out = pump(argv, data, spec, _preexec(_rlimits(spec)), ids=ids, nonce=nonce)
+        out.nonce = nonce
+        return out
 
 
 def _probe_spec() -> VerifierSpec:
@@ -336,20 +354,29 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _pump(
+def pump(
     argv: list[str],
     data: bytes,
     spec: VerifierSpec,
     preexec: Any,
+    *,
+    ids: list[str],
+    nonce: str,
     env: dict[str, str] | None = None,
+    stop_when_complete: bool = True,
 ) -> RunOutcome:
-    """Run ``argv``; feed ``data``; read stdout up to the cap until EOF or the batch timeout.
+    """Run ``argv``; feed ``data``; read stdout up to the cap until EOF, the batch timeout or
+    the per-result deadline (the first item without a result for too long).
 
-    ``env`` is the environment of ``argv`` itself (default: only a PATH; the jails set the
-    verifier's own environment inside).
+    ``env`` is the environment of ``argv`` itself (default: only a PATH; bwrap sets the
+    verifier's own environment inside). ``stop_when_complete``: kill the run as soon as every
+    item has its result (a jail's namespaces take everything in it down; a bare process is
+    left to exit by itself).
     """
     lim = spec.limits
     out = RunOutcome()
+    stream = ResultStream(nonce, ids, result_timeout_s=lim.result_deadline_s())
+    out.parsed = stream.parsed
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -397,24 +424,33 @@ def _pump(
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     stdout = bytearray()
+    complete = False
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 out.timed_out = True
                 break
-            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if stream.stalled():
+                out.stalled = True
+                break
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
             if not ready:
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 break
-            stdout += chunk
-            if len(stdout) > lim.output_bytes:
+            room = lim.output_bytes - len(stdout)
+            stdout += chunk[: max(0, room)]
+            stream.feed(chunk[: max(0, room)])
+            if len(chunk) > room:
                 out.output_capped = True
-                del stdout[lim.output_bytes :]
                 break
-        if out.timed_out or out.output_capped:
+            if stop_when_complete and stream.complete():
+                complete = True  # every verdict is in: the exit status cannot change one
+                break
+        stream.close()
+        if out.timed_out or out.output_capped or out.stalled or complete:
             _kill(proc)
         try:
             out.exit_code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -422,6 +458,8 @@ def _pump(
             out.timed_out = True
             _kill(proc)
             out.exit_code = proc.wait()
+        if complete:
+            out.exit_code = 0
     finally:
         if proc.poll() is None:
             _kill(proc)

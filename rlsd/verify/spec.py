@@ -84,14 +84,37 @@ class Limits(_Strict):
     output_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1 << 31)
     tmpfs_mb: int = Field(default=64, ge=1, le=1 << 16)
     network: bool = False
+    result_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="How long the item being checked may go without a result before the sandbox "
+        "stops the run and charges that item alone (default: 2 x item_timeout_s + 5 s).",
+    )
+
+    def result_deadline_s(self) -> float:
+        """The per-result deadline the sandbox enforces (see ``result_timeout_s``)."""
+        if self.result_timeout_s is not None:
+            return self.result_timeout_s
+        return 2.0 * self.item_timeout_s + 5.0
 
 
 class SelfTest(_Strict):
-    """An item the verifier must pass (``expect: pass``) or fail (``expect: fail``)."""
+    """An item the verifier must pass (``expect: pass``) or fail (``expect: fail``).
+
+    ``hack`` names the class of reward hack an ``expect: fail`` item tries (the red-team
+    battery): a verifier that passes one is quarantined and the inventory says which.
+    """
 
     id: str = Field(min_length=1, max_length=200)
     expect: Literal["pass", "fail"]
     item: dict[str, Any]
+    hack: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,80}$",
+        description="The reward-hack class this item tries ([a-z0-9-]); only with expect: fail.",
+    )
+    note: str | None = Field(default=None, description="What the item tries, for people.")
 
     @field_validator("item")
     @classmethod
@@ -99,6 +122,12 @@ class SelfTest(_Strict):
         if "response" not in v:
             raise ValueError("a self-test item needs a 'response'")
         return v
+
+    @model_validator(mode="after")
+    def _hacks_fail(self) -> SelfTest:
+        if self.hack is not None and self.expect != "fail":
+            raise ValueError(f"a hack ({self.hack}) must have expect: fail")
+        return self
 
 
 class VerifierSpec(_Strict):
@@ -109,6 +138,20 @@ class VerifierSpec(_Strict):
     description: str = Field(min_length=1)
     owner: str = Field(min_length=1)
     domains: list[str] = Field(default_factory=list)
+    kind: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="The item format and checking contract the verifier implements (a built-in "
+        "kind: math-answer, python-tests, sql-result, json-schema, policy-rules). The inventory "
+        "runs that kind's red-team battery against it.",
+    )
+    isolation: Literal["none", "per-item-uid"] = Field(
+        default="none",
+        description="'per-item-uid': the program starts as root with only CAP_SETUID and "
+        "CAP_SETGID, so that it can run each item's untrusted code under a uid of its own (the "
+        "program drops to uid 65534 for everything else). 'none': it starts as uid 65534 with "
+        "no capabilities.",
+    )
     image: ImageSpec
     prepare: str | None = Field(
         default=None, description="Host-side command run in the folder before the image build."
@@ -132,11 +175,26 @@ class VerifierSpec(_Strict):
                 "self_tests need at least one 'expect: pass' and one 'expect: fail' item "
                 f"(got {sorted(expects) or 'none'})"
             )
+        if not any(t.expect == "fail" and t.hack is None for t in self.self_tests):
+            raise ValueError(
+                "self_tests need at least one honest 'expect: fail' item (not marked as a hack)"
+            )
         ids = [t.id for t in self.self_tests]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"self_tests ids must be unique (repeated: {', '.join(dupes)})")
+        if self.isolation == "per-item-uid" and self.image.dockerfile is None:
+            raise ValueError(
+                "isolation 'per-item-uid' needs an image built on the product's base image "
+                "(image.dockerfile), whose init starts the program with those two capabilities"
+            )
         return self
+
+    def honest_tests(self) -> list[SelfTest]:
+        return [t for t in self.self_tests if t.hack is None]
+
+    def hack_tests(self) -> list[SelfTest]:
+        return [t for t in self.self_tests if t.hack is not None]
 
     def self_test_items(self) -> list[dict[str, Any]]:
         """The self-tests as protocol items (the self-test id is the item id)."""

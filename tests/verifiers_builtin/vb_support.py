@@ -100,11 +100,19 @@ def run_raw(
 
 
 def parse_results(stdout: bytes) -> list[dict]:
-    """Every stdout line must be one protocol result, and nothing else."""
+    """Every stdout line must be a start marker or one protocol result, and nothing else; the
+    result of a well-formed item follows its own start marker."""
     results = []
+    started = None
     for line in stdout.decode("ascii").splitlines():
         record = json.loads(line)
+        if "start" in record:
+            assert set(record) == {"start", "nonce"}, record
+            started = record["start"]
+            continue
         assert set(record) == RESULT_KEYS, record
+        assert started in (None, record["id"]), (started, record)
+        started = None
         assert isinstance(record["passed"], bool) and isinstance(record["detail"], str)
         assert 0.0 <= record["score"] <= 1.0
         results.append(record)

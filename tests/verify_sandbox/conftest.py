@@ -14,7 +14,7 @@ import pytest
 from rlsd.verify.sandbox import Sandbox, SandboxUnavailable
 from tests.verify_sandbox import folders
 
-BACKENDS = [pytest.param("docker", marks=pytest.mark.docker), "local-bwrap", "local-unshare"]
+BACKENDS = [pytest.param("docker", marks=pytest.mark.docker), "local-bwrap"]
 
 
 @pytest.fixture(scope="session")

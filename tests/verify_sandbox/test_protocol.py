@@ -53,22 +53,31 @@ def test_items_get_ids_and_duplicates_are_rejected():
 
 
 class ScriptedRuns(Sandbox):
-    """A sandbox without processes: each run answers from a script (for the retry logic)."""
+    """A sandbox without processes: each run answers from a script (for the retry logic).
+
+    A script entry is ``(answers, outcome)``: ``answers`` maps item ids to True/False (a result
+    line, after its start marker when ``markers``) or None (a start marker only: the item the
+    program was checking when the run ended)."""
 
     backend = "fake"
 
-    def __init__(self, runs, **kw):
+    def __init__(self, runs, markers=True, **kw):
         super().__init__(**kw)
         self.runs = list(runs)
+        self.markers = markers
         self.seen = []
 
-    def _run_once(self, spec, folder, prepared, items, nonce):
-        self.seen.append([i["id"] for i in items])
+    def _run_once(self, spec, folder, prepared, data, ids, nonce):
+        self.seen.append(list(ids))
         answer, outcome = self.runs.pop(0)
-        outcome.stdout = b"\n".join(
-            line(id=i, passed=ok, score=float(ok), detail="real", nonce=nonce)
-            for i, ok in answer.items()
-        )
+        lines = []
+        for i, ok in answer.items():
+            if self.markers:
+                lines.append(line(start=i, nonce=nonce))
+            if ok is not None:
+                lines.append(line(id=i, passed=ok, score=float(ok), detail="real", nonce=nonce))
+        outcome.stdout = b"\n".join(lines)
+        outcome.nonce = nonce
         return outcome
 
 
@@ -80,35 +89,147 @@ def spec(tmp_path):
     return load_spec(folder), folder
 
 
-def test_crash_mid_batch_blames_one_item_and_reruns_the_rest(spec):
+def items(ids):
+    return [{"id": x, "response": ""} for x in ids]
+
+
+def test_a_crash_charges_only_the_item_in_progress(spec):
+    killed = RunOutcome(exit_code=-9)
+    sb = ScriptedRuns(
+        [
+            ({"a": True, "b": None}, killed),  # died while checking b
+            ({"c": False}, RunOutcome(exit_code=0)),  # c runs again, uncharged
+            ({"b": None}, RunOutcome(exit_code=-9)),  # b alone: kills it again
+        ]
+    )
+    res = sb.run_batch(*spec, items("abc"))
+    assert sb.seen == [["a", "b", "c"], ["c"], ["b"]]
+    assert [(r.id, r.passed, r.accepted) for r in res] == [
+        ("a", True, True),
+        ("b", False, False),
+        ("c", False, True),
+    ]
+    assert res[1].detail == "error: no result (verifier killed by signal 9) (2 runs)"
+
+
+def test_an_item_that_crashed_once_by_chance_gets_its_verdict_alone(spec):
+    sb = ScriptedRuns(
+        [
+            ({"a": None}, RunOutcome(exit_code=137)),
+            ({"b": True}, RunOutcome(exit_code=0)),
+            ({"a": True}, RunOutcome(exit_code=0)),
+        ]
+    )
+    res = sb.run_batch(*spec, items("ab"))
+    assert [(r.id, r.passed, r.accepted) for r in res] == [("a", True, True), ("b", True, True)]
+
+
+def test_without_start_markers_the_first_item_without_a_result_is_charged(spec):
     sb = ScriptedRuns(
         [
             ({"a": True}, RunOutcome(exit_code=-9)),  # died on b
             ({"c": False}, RunOutcome(exit_code=0)),
+            ({}, RunOutcome(exit_code=-9)),  # b alone
+        ],
+        markers=False,
+    )
+    res = sb.run_batch(*spec, items("abc"))
+    assert sb.seen == [["a", "b", "c"], ["c"], ["b"]]
+    assert [(r.id, r.passed) for r in res] == [("a", True), ("b", False), ("c", False)]
+    assert res[1].detail.startswith("error: no result (verifier killed by signal 9)")
+
+
+def test_many_killers_cannot_fail_the_honest_items(spec):
+    """Every other item kills the verifier: each killer is charged, every honest item gets its
+    own verdict (the old shared retry budget failed all items after the second kill)."""
+    ids = [f"{kind}{n}" for n in range(6) for kind in ("k", "h")]
+
+    class Killers(ScriptedRuns):
+        def _run_once(self, spec, folder, prepared, data, ids, nonce):
+            answers = {}
+            for i in ids:
+                if i.startswith("k"):
+                    answers[i] = None
+                    break
+                answers[i] = True
+            self.runs = [(answers, RunOutcome(exit_code=-9 if None in answers.values() else 0))]
+            return super()._run_once(spec, folder, prepared, data, ids, nonce)
+
+    res = Killers([]).run_batch(*spec, items(ids))
+    assert all(r.passed for r in res if r.id.startswith("h"))
+    assert all(not r.passed and not r.accepted for r in res if r.id.startswith("k"))
+
+
+def test_a_stalled_item_fails_at_once_and_the_rest_run_again(spec):
+    sb = ScriptedRuns(
+        [
+            ({"a": True, "b": None}, RunOutcome(exit_code=-9, stalled=True)),
+            ({"c": True}, RunOutcome(exit_code=0)),
         ]
     )
-    res = sb.run_batch(*spec, [{"id": x, "response": ""} for x in "abc"])
+    res = sb.run_batch(*spec, items("abc"))
     assert sb.seen == [["a", "b", "c"], ["c"]]
-    assert [(r.id, r.passed, r.detail) for r in res] == [
-        ("a", True, "real"),
-        ("b", False, "error: no result (verifier killed by signal 9)"),
-        ("c", False, "real"),
-    ]
+    deadline = spec[0].limits.result_deadline_s()
+    assert res[1].detail == f"timeout: no result within {deadline:g} s (verifier stopped)"
+    assert res[2].passed
 
 
-def test_retries_are_bounded_and_timeouts_named(spec):
-    timeout = RunOutcome(exit_code=137, timed_out=True)
-    sb = ScriptedRuns([({}, timeout), ({}, timeout), ({}, timeout)], retries=2)
-    res = sb.run_batch(*spec, [{"id": x, "response": ""} for x in "abcd"])
-    assert sb.seen == [["a", "b", "c", "d"], ["b", "c", "d"], ["c", "d"]]
-    assert all(r.detail == "timeout: batch exceeded 300 s" and not r.passed for r in res)
+def test_a_program_that_dies_before_any_item_fails_the_batch_after_two_runs(spec):
+    dead = RunOutcome(exit_code=2, stderr_tail=b"cannot start\n")
+    sb = ScriptedRuns([({}, dead), ({}, dead)], markers=False)
+    res = sb.run_batch(*spec, items("abcd"))
+    assert len(sb.seen) == 2
+    assert all(not r.passed and "cannot start" in r.detail for r in res)
+
+
+def test_a_death_between_items_reruns_the_rest_uncharged(spec):
+    between = RunOutcome(exit_code=3)
+    sb = ScriptedRuns(
+        [
+            ({"a": True}, between),  # stopped after a (e.g. could not clean up)
+            ({"b": True}, between),
+            ({"c": True}, between),
+            ({"d": True}, RunOutcome(exit_code=0)),
+        ]
+    )
+    res = sb.run_batch(*spec, items("abcd"))
+    assert [r.passed for r in res] == [True] * 4
+    assert sb.seen == [["a", "b", "c", "d"], ["b", "c", "d"], ["c", "d"], ["d"]]
+
+
+def test_output_cap_and_batch_timeout_charge_the_item_in_progress(spec):
+    sb = ScriptedRuns(
+        [
+            ({"a": None}, RunOutcome(exit_code=137, output_capped=True)),
+            ({"b": None}, RunOutcome(exit_code=137, timed_out=True)),
+            ({"c": True}, RunOutcome(exit_code=0)),
+        ]
+    )
+    res = sb.run_batch(*spec, items("abc"))
+    assert sb.seen == [["a", "b", "c"], ["b", "c"], ["c"]]
+    assert res[0].detail.startswith("error: output exceeded")
+    assert res[1].detail == "timeout: batch exceeded 300 s"
+    assert res[2].passed
 
 
 def test_clean_exit_with_missing_results_is_not_retried(spec):
     sb = ScriptedRuns([({"a": True}, RunOutcome(exit_code=0, stderr_tail=b"oops\n"))])
-    res = sb.run_batch(*spec, [{"id": "a", "response": ""}, {"id": "b", "response": ""}])
+    res = sb.run_batch(*spec, items("ab"))
     assert res[1].detail == "error: no result (verifier exited normally: oops)"
     assert len(sb.seen) == 1
+
+
+def test_an_item_that_cannot_be_encoded_fails_alone(spec):
+    sb = ScriptedRuns([({"a": True, "c": True}, RunOutcome(exit_code=0))])
+    batch = [
+        {"id": "a", "response": "lone surrogate \ud800 and \x00 and \U0001f600"},
+        {"id": "b", "response": float("nan")},
+        {"id": "c", "response": "fine"},
+    ]
+    res = sb.run_batch(*spec, batch)
+    assert sb.seen == [["a", "c"]]
+    assert res[0].passed and res[2].passed
+    assert res[1].detail.startswith("error: malformed item: cannot be encoded (ValueError")
 
 
 def _scripted(sandbox, verifier_root, items):

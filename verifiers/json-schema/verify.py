@@ -29,9 +29,11 @@ DEFAULT_TIMEOUT_S = 5.0
 MAX_ERRORS_SHOWN = 5
 
 # --- rlsd verifier protocol: keep this block identical in every verifiers/*/verify.py ---------
-# stdin: one JSON item per line {"id", "response", "reference", ...}; stdout: one JSON result per
-# item {"id", "passed", "score", "detail", "nonce"}, written and flushed as soon as it is ready.
-# Only results reach the real stdout: fd 1 is pointed at stderr before any item is checked.
+# stdin: one JSON item per line {"id", "response", "reference", ...}; stdout, per item, first a
+# start marker {"start": id, "nonce"} and then its result {"id", "passed", "score", "detail",
+# "nonce"}, each written and flushed at once, ASCII only. The marker tells the sandbox which item
+# was being checked if the program dies or stalls, so only that item is charged. Only these lines
+# reach the real stdout: fd 1 is pointed at stderr before any item is checked.
 _MAX_LINE = 32 * 1024 * 1024
 _MAX_DETAIL = 4000
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR")
@@ -108,14 +110,20 @@ def _check_one(check, item, timeout: float, alarm: bool):
     return bool(passed), score, detail
 
 
-def serve(check, *, default_timeout: float, alarm: bool = True) -> int:
+def serve(
+    check, *, default_timeout: float, alarm: bool = True, nonce: str | None = None, after=None
+) -> int:
     """Run ``check(item, timeout) -> (passed, score, detail)`` over the JSON lines on stdin.
 
     ``alarm`` enforces the per-item limit with SIGALRM (for checks that run in this process;
-    a check that runs children enforces it itself). Returns the exit code.
+    a check that runs children enforces it itself). ``nonce``: when the program already took it
+    from the environment. ``after()`` runs once a result is written (clean-up between items; if
+    it raises SystemExit the program stops between two items, which charges no item). Returns
+    the exit code.
     """
     _harden()
-    nonce = os.environ.pop("RLSD_RESULT_NONCE", None)
+    if nonce is None:
+        nonce = os.environ.pop("RLSD_RESULT_NONCE", None)
     timeout = item_timeout(default_timeout)
     for key in list(os.environ):
         if key not in _KEEP_ENV:
@@ -140,7 +148,7 @@ def serve(check, *, default_timeout: float, alarm: bool = True) -> int:
         else:
             try:
                 item = json.loads(line.decode("utf-8", "replace"))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 verdict = (False, 0.0, f"malformed item: not valid JSON ({exc})")
             else:
                 if isinstance(item, dict):
@@ -148,6 +156,11 @@ def serve(check, *, default_timeout: float, alarm: bool = True) -> int:
                 if not isinstance(ident, str):
                     print("verifier: skipped an item without a string id", file=sys.stderr)
                     continue
+                try:
+                    out.write(json.dumps({"start": ident, "nonce": nonce}) + "\n")
+                    out.flush()
+                except BrokenPipeError:
+                    return 0
                 verdict = _check_one(check, item, timeout, alarm)
         if ident is None:
             found = _LEADING_ID.match(line)
@@ -163,6 +176,8 @@ def serve(check, *, default_timeout: float, alarm: bool = True) -> int:
             out.flush()
         except BrokenPipeError:
             return 0
+        if after is not None:
+            after()
     return 0
 
 
