@@ -146,6 +146,75 @@ def list_(
 
 
 @app.command()
+def redteam(
+    name: Annotated[str, typer.Argument(help="Verifier name (its folder under --root).")],
+    root: RootOpt = Path("verifiers"),
+    backend: BackendOpt = "auto",
+    require_docker: RequireDockerOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Run a verifier's red-team battery in the sandbox and print a table (exit 1 on a breach).
+
+    The battery: its own self-tests marked as hacks, the battery of its kind
+    (rlsd/verify/batteries/<kind>.yaml) and the generic protocol hacks, in one batch with honest
+    items between them.
+    """
+    from rich.table import Table
+
+    from rlsd.verify.redteam import BatteryError, run_redteam
+    from rlsd.verify.sandbox import SandboxError, make_sandbox
+
+    folder, spec = _load(root, name)
+    try:
+        with make_sandbox(backend, require_docker=require_docker, prestart=0) as sandbox:
+            console.print(f"red team of {name} ({spec.kind or 'no kind'}) in {sandbox.describe()}")
+            record = run_redteam(spec, folder.resolve(), sandbox)
+    except (SandboxError, BatteryError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out_console.print_json(record.model_dump_json())
+    else:
+        table = Table(title=f"red team of {name}: {record.summary()} ({record.duration_s:.1f} s)")
+        for col in ("item", "role", "class", "expected", "got", "ok", "detail"):
+            table.add_column(col, overflow="fold")
+        for o in record.outcomes:
+            got = "pass" if o.passed else "fail"
+            table.add_row(
+                o.id,
+                o.role,
+                o.hack or "—",
+                o.expect,
+                got if o.accepted else f"{got} (sandbox)",
+                "[green]ok[/]" if o.ok else "[red]BREACH[/]" if o.role == "hack" else "[red]WRONG[/]",
+                o.detail[:160],
+            )
+        out_console.print(table)
+        out_console.print(
+            f"{record.size} hacks in {len(record.classes)} classes, {record.controls} honest "
+            f"items between them: {record.summary()}"
+        )
+    if not record.held:
+        raise typer.Exit(1)
+
+
+def _load(root: Path, name: str):
+    from rlsd.verify.spec import SpecError, load_spec
+
+    folder = root / name
+    if not folder.is_dir():
+        known = (
+            sorted(p.name for p in root.iterdir() if (p / "verifier.yaml").is_file())
+            if root.is_dir()
+            else []
+        )
+        raise _fail(f"no verifier {name!r} in {root} (known: {', '.join(known) or 'none'})")
+    try:
+        return folder, load_spec(folder)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def run(
     name: Annotated[str, typer.Argument(help="Verifier name (its folder under --root).")],
     root: RootOpt = Path("verifiers"),
@@ -160,20 +229,8 @@ def run(
     {"id", "passed", "score", "detail", "backend", "duration_s"}.
     """
     from rlsd.verify.sandbox import SandboxError, make_sandbox
-    from rlsd.verify.spec import SpecError, load_spec
 
-    folder = root / name
-    if not folder.is_dir():
-        known = (
-            sorted(p.name for p in root.iterdir() if (p / "verifier.yaml").is_file())
-            if (root.is_dir())
-            else []
-        )
-        raise _fail(f"no verifier {name!r} in {root} (known: {', '.join(known) or 'none'})")
-    try:
-        spec = load_spec(folder)
-    except SpecError as exc:
-        raise _fail(str(exc)) from None
+    folder, spec = _load(root, name)
     items = []
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():

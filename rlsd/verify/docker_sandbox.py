@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from rlsd.verify.protocol import (
 )
 from rlsd.verify.sandbox import Sandbox, SandboxError, SandboxUnavailable
 from rlsd.verify.spec import VerifierSpec, image_digest, image_tag
+from rlsd.verify.warm_pool import WarmPool
 
 KILL_GRACE_S = 10.0
 
@@ -178,11 +178,13 @@ class DockerSandbox(Sandbox):
         self.pull = pull
         self.prestart = max(0, int(prestart))
         self.prestart_ttl_s = prestart_ttl_s
-        self._warm: dict[tuple[str, str], list[_Started]] = {}
-        self._starting: dict[tuple[str, str], int] = {}
-        self._warm_lock = threading.Lock()
-        self._closed = False
-        self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rlsd-docker-bg")
+        self._pool: WarmPool[_Started] = WarmPool(
+            self._start,
+            self._remove,
+            size=self.prestart,
+            ttl_s=prestart_ttl_s,
+            name="rlsd-docker-bg",
+        )
         sweep_orphans(self.client)
 
     def describe(self) -> str:
@@ -296,57 +298,9 @@ class DockerSandbox(Sandbox):
         with _OWNED_LOCK:
             _OWNED.discard(started.cid)
 
-    def _remove_later(self, started: _Started) -> None:
-        with self._warm_lock:
-            if not self._closed:
-                self._background.submit(self._remove, started)
-                return
-        self._remove(started)
-
-    def _take(self, spec: VerifierSpec, image: str) -> _Started:
-        """A pre-started container for this verifier when one is ready, else a fresh one."""
-        key = (spec.name, image)
-        started = None
-        with self._warm_lock:
-            queue = self._warm.setdefault(key, [])
-            while queue:
-                cand = queue.pop(0)
-                if time.monotonic() - cand.created < self.prestart_ttl_s:
-                    started = cand
-                    break
-                if not self._closed:
-                    self._background.submit(self._remove, cand)
-            if self.prestart and not self._closed:
-                missing = self.prestart - len(queue) - self._starting.get(key, 0)
-                for _ in range(max(0, missing)):
-                    self._starting[key] = self._starting.get(key, 0) + 1
-                    self._background.submit(self._prestart, spec, image, key)
-        return started if started is not None else self._start(spec, image)
-
-    def _prestart(self, spec: VerifierSpec, image: str, key: tuple[str, str]) -> None:
-        try:
-            started = self._start(spec, image)
-        except SandboxError:
-            started = None
-        with self._warm_lock:
-            self._starting[key] -= 1
-            if started is not None and not self._closed and not started.start_error:
-                self._warm.setdefault(key, []).append(started)
-                return
-        if started is not None:
-            self._remove(started)
-
     def close(self) -> None:
         """Remove the pre-started containers and wait for pending removals."""
-        with self._warm_lock:
-            if self._closed:
-                return
-            self._closed = True
-            idle = [c for q in self._warm.values() for c in q]
-            self._warm.clear()
-        self._background.shutdown(wait=True)
-        for c in idle:
-            self._remove(c)
+        self._pool.close()
 
     def _run_once(
         self,
@@ -357,13 +311,13 @@ class DockerSandbox(Sandbox):
         ids: list[str],
         nonce: str,
     ) -> RunOutcome:
-        started = self._take(spec, prepared)
+        started = self._pool.take((spec.name, prepared), spec, prepared)
         try:
             out = self._feed_and_collect(started, data, spec.limits, ids)
         except BaseException:
             self._remove(started)
             raise
-        self._remove_later(started)
+        self._pool.later(started)
         out.nonce = started.nonce
         return out
 

@@ -4,9 +4,14 @@
 checks its image (Docker) or runs its ``prepare`` (local), runs every self-test in the sandbox and
 records, per verifier: name, version, spec sha256, image id, backend and a status:
 
-* ``ready``: every self-test behaved as declared;
-* ``quarantined``: some self-test did not (or the program crashed on start): it gives no reward;
+* ``ready``: every self-test behaved as declared and the red-team battery held (no known reward
+  hack of its kind passed, and the honest items between the hacks kept their verdicts);
+* ``quarantined``: some self-test did not, a hack passed (the reason names it), or the program
+  crashed on start: it gives no reward;
 * ``invalid``: the spec does not load, the image does not build, or the sandbox cannot run it.
+
+The red-team record (battery size, classes, breaches) is part of each verifier's record, so it
+reaches MLflow and the lineage with the rest of the inventory (:mod:`rlsd.verify.redteam`).
 
 :func:`register_inventory` puts the ready verifiers into :mod:`rlsd.verify.registry` as
 :class:`ContainerVerifier` (sandboxed rewards behind the ordinary ``Verifier`` interface) and makes
@@ -25,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from rlsd.verify.base import VerifyResult, check_batch
+from rlsd.verify.redteam import BatteryError, RedTeamRecord, run_redteam
 from rlsd.verify.registry import register_verifier
 from rlsd.verify.sandbox import Sandbox, SandboxError, make_sandbox
 from rlsd.verify.spec import (
@@ -70,6 +76,7 @@ class VerifierRecord(BaseModel):
     status: Status
     reason: str = ""
     self_tests: list[SelfTestOutcome] = Field(default_factory=list)
+    redteam: RedTeamRecord | None = None
     duration_s: float = 0.0
 
 
@@ -114,6 +121,7 @@ class Inventory(BaseModel):
             "spec sha256",
             "image id",
             "self-tests",
+            "red team",
             "reason",
         ):
             t.add_column(col, overflow="fold")
@@ -128,6 +136,7 @@ class Inventory(BaseModel):
                 (r.spec_sha256 or "—")[:12],
                 (r.image_id or "—").removeprefix("sha256:")[:12],
                 f"{n_ok}/{len(r.self_tests)}" if r.self_tests else "—",
+                r.redteam.summary() if r.redteam else "—",
                 r.reason[:300],
             )
         return t
@@ -139,8 +148,11 @@ def _record_for_error(folder: Path, err: Exception, backend: str) -> VerifierRec
     )
 
 
-def check_verifier(spec: VerifierSpec, folder: Path, sandbox: Sandbox) -> VerifierRecord:
-    """Prepare one verifier and run its self-tests; never raises for the verifier's faults."""
+def check_verifier(
+    spec: VerifierSpec, folder: Path, sandbox: Sandbox, *, redteam: bool = True
+) -> VerifierRecord:
+    """Prepare one verifier, run its honest self-tests, then (when they behave) its red-team
+    battery; never raises for the verifier's faults."""
     t0 = time.monotonic()
     rec = VerifierRecord(
         name=spec.name,
@@ -162,14 +174,15 @@ def check_verifier(spec: VerifierSpec, folder: Path, sandbox: Sandbox) -> Verifi
     if sandbox.backend == "docker":
         rec.image = spec.image.ref or image_tag(spec, image_digest(folder))
         rec.image_id = prepared
+    honest = spec.honest_tests()
     try:
-        results = sandbox.run_batch(spec, folder, spec.self_test_items())
+        results = sandbox.run_batch(spec, folder, [{**t.item, "id": t.id} for t in honest])
     except SandboxError as exc:
         rec.reason = f"self-tests could not run: {exc}"
         rec.duration_s = round(time.monotonic() - t0, 3)
         return rec
     problems = []
-    for test, res in zip(spec.self_tests, results, strict=True):
+    for test, res in zip(honest, results, strict=True):
         ok = res.accepted and res.passed == (test.expect == "pass")
         rec.self_tests.append(
             SelfTestOutcome(
@@ -187,6 +200,17 @@ def check_verifier(spec: VerifierSpec, folder: Path, sandbox: Sandbox) -> Verifi
             problems.append(
                 f"self-test {test.id!r} expected {test.expect}, got {got}: {res.detail[:300]}"
             )
+    if not problems and redteam:
+        try:
+            rec.redteam = run_redteam(spec, folder, sandbox)
+        except (SandboxError, BatteryError) as exc:
+            problems.append(f"red team could not run: {exc}")
+        else:
+            problems += [f"red team: hack {b} PASSED" for b in rec.redteam.breaches]
+            problems += [
+                f"red team: an honest item went wrong among the hacks: {c}"
+                for c in rec.redteam.failed_controls
+            ]
     rec.status = "quarantined" if problems else "ready"
     rec.reason = "; ".join(problems)
     rec.duration_s = round(time.monotonic() - t0, 3)

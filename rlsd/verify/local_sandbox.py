@@ -42,10 +42,12 @@ from rlsd.verify.protocol import (
     STDERR_TAIL_BYTES,
     ResultStream,
     RunOutcome,
+    new_nonce,
 )
 from rlsd.verify.rootfs import Rootfs, RootfsError, ensure_rootfs
 from rlsd.verify.sandbox import Sandbox, SandboxError, SandboxUnavailable
 from rlsd.verify.spec import VerifierSpec
+from rlsd.verify.warm_pool import WarmPool
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -167,7 +169,8 @@ def _preexec(limits: list[tuple[int, int]]):
 
 class LocalSandbox(Sandbox):
     """``mode``: ``auto`` or ``bwrap`` (the only local jail); ``rootfs``: a tree to use instead
-    of the cached base image (tests)."""
+    of the cached base image (tests); ``prestart``: jails started ahead of the next batch (each
+    still serves one batch), as in the Docker sandbox."""
 
     backend = "local-bwrap"
 
@@ -178,8 +181,13 @@ class LocalSandbox(Sandbox):
         pool_size: int = 2,
         retries: int = 1,
         rootfs: Rootfs | None = None,
+        prestart: int = 1,
+        prestart_ttl_s: float = 300.0,
     ) -> None:
         super().__init__(pool_size=pool_size, retries=retries)
+        self._pool: WarmPool[Launched] = WarmPool(
+            self._launch, Launched.kill, size=prestart, ttl_s=prestart_ttl_s, name="rlsd-local"
+        )
         if mode not in ("auto", "bwrap"):
             raise ValueError(
                 f"unknown local sandbox mode {mode!r}: the local sandbox is bubblewrap over the "
@@ -315,6 +323,11 @@ class LocalSandbox(Sandbox):
             ]
         return argv + list(command)
 
+    def _launch(self, spec: VerifierSpec, prepared: ImageLayout) -> Launched:
+        nonce = new_nonce()
+        argv = self._argv(spec, prepared, nonce, list(spec.command))
+        return Launched(argv, _preexec(_rlimits(spec)), nonce)
+
     def _run_once(
         self,
         spec: VerifierSpec,
@@ -324,10 +337,12 @@ class LocalSandbox(Sandbox):
         ids: list[str],
         nonce: str,
     ) -> RunOutcome:
-        argv = self._argv(spec, prepared, nonce, list(spec.command))
-        out = pump(argv, data, spec, _preexec(_rlimits(spec)), ids=ids, nonce=nonce)
-        out.nonce = nonce
-        return out
+        launched = self._pool.take((spec.name, str(folder)), spec, prepared)
+        return launched.collect(data, spec, ids)
+
+    def close(self) -> None:
+        """End the pre-started sandboxes."""
+        self._pool.close()
 
 
 def _probe_spec() -> VerifierSpec:
@@ -354,56 +369,37 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def pump(
-    argv: list[str],
-    data: bytes,
-    spec: VerifierSpec,
-    preexec: Any,
-    *,
-    ids: list[str],
-    nonce: str,
-    env: dict[str, str] | None = None,
-    stop_when_complete: bool = True,
-) -> RunOutcome:
-    """Run ``argv``; feed ``data``; read stdout up to the cap until EOF, the batch timeout or
-    the per-result deadline (the first item without a result for too long).
+class Launched:
+    """A started program waiting for its stdin (its stderr drained from the start)."""
 
-    ``env`` is the environment of ``argv`` itself (default: only a PATH; bwrap sets the
-    verifier's own environment inside). ``stop_when_complete``: kill the run as soon as every
-    item has its result (a jail's namespaces take everything in it down; a bare process is
-    left to exit by itself).
-    """
-    lim = spec.limits
-    out = RunOutcome()
-    stream = ResultStream(nonce, ids, result_timeout_s=lim.result_deadline_s())
-    out.parsed = stream.parsed
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env if env is not None else {"PATH": HOST_PATH},
-            preexec_fn=preexec,
-            start_new_session=True,
-            close_fds=True,
+    def __init__(
+        self, argv: list[str], preexec: Any, nonce: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.nonce = nonce
+        self.created = time.monotonic()
+        self.start_error: str | None = None
+        self.stderr = bytearray()
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env if env is not None else {"PATH": HOST_PATH},
+                preexec_fn=preexec,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start the local sandbox ({argv[0]}): {exc}") from None
+        self._drain = threading.Thread(
+            target=self._drain_stderr, daemon=True, name="rlsd-local-stderr"
         )
-    except OSError as exc:
-        raise SandboxError(f"cannot start the local sandbox ({argv[0]}): {exc}") from None
-    deadline = t0 + lim.batch_timeout_s
-    stderr = bytearray()
+        self._drain.start()
 
-    def feed() -> None:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError, OSError):
-            proc.stdin.write(data)
-        with contextlib.suppress(BrokenPipeError, OSError):
-            proc.stdin.close()
-
-    def drain_stderr() -> None:
-        assert proc.stderr is not None
-        fd = proc.stderr.fileno()
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
@@ -411,68 +407,90 @@ def pump(
                 return
             if not chunk:
                 return
-            stderr.extend(chunk)
-            if len(stderr) > 2 * STDERR_TAIL_BYTES:
-                del stderr[:-STDERR_TAIL_BYTES]
+            self.stderr.extend(chunk)
+            if len(self.stderr) > 2 * STDERR_TAIL_BYTES:
+                del self.stderr[:-STDERR_TAIL_BYTES]
 
-    threads = [
-        threading.Thread(target=feed, daemon=True, name="rlsd-local-stdin"),
-        threading.Thread(target=drain_stderr, daemon=True, name="rlsd-local-stderr"),
-    ]
-    for t in threads:
-        t.start()
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    stdout = bytearray()
-    complete = False
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                out.timed_out = True
-                break
-            if stream.stalled():
-                out.stalled = True
-                break
-            ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
-            if not ready:
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            room = lim.output_bytes - len(stdout)
-            stdout += chunk[: max(0, room)]
-            stream.feed(chunk[: max(0, room)])
-            if len(chunk) > room:
-                out.output_capped = True
-                break
-            if stop_when_complete and stream.complete():
-                complete = True  # every verdict is in: the exit status cannot change one
-                break
-        stream.close()
-        if out.timed_out or out.output_capped or out.stalled or complete:
-            _kill(proc)
-        try:
-            out.exit_code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            out.timed_out = True
-            _kill(proc)
-            out.exit_code = proc.wait()
-        if complete:
-            out.exit_code = 0
-    finally:
-        if proc.poll() is None:
-            _kill(proc)
-            proc.wait()
-        for t in threads:
-            t.join(timeout=2)
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            try:
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            _kill(self.proc)
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        self._drain.join(timeout=2)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError):
                 if f is not None:
                     f.close()
-            except OSError:
-                pass
-    out.duration_s = time.monotonic() - t0
-    out.stdout = bytes(stdout)
-    out.stderr_tail = bytes(stderr[-STDERR_TAIL_BYTES:])
-    return out
+
+    def collect(
+        self, data: bytes, spec: VerifierSpec, ids: list[str], *, stop_when_complete: bool = True
+    ) -> RunOutcome:
+        """Feed ``data``; read stdout up to the cap until EOF, the batch timeout or the
+        per-result deadline (the item being checked without a result for too long).
+
+        ``stop_when_complete``: kill the run as soon as every item has its result (a jail's
+        namespaces take everything in it down; a bare process is left to exit by itself).
+        """
+        proc = self.proc
+        lim = spec.limits
+        out = RunOutcome(nonce=self.nonce)
+        stream = ResultStream(self.nonce, ids, result_timeout_s=lim.result_deadline_s())
+        out.parsed = stream.parsed
+        t0 = time.monotonic()
+        deadline = t0 + lim.batch_timeout_s
+
+        def feed() -> None:
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError, OSError):
+                proc.stdin.write(data)
+            with contextlib.suppress(BrokenPipeError, OSError):
+                proc.stdin.close()
+
+        writer = threading.Thread(target=feed, daemon=True, name="rlsd-local-stdin")
+        writer.start()
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        stdout = bytearray()
+        complete = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    out.timed_out = True
+                    break
+                if stream.stalled():
+                    out.stalled = True
+                    break
+                ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
+                if not ready:
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                room = lim.output_bytes - len(stdout)
+                stdout += chunk[: max(0, room)]
+                stream.feed(chunk[: max(0, room)])
+                if len(chunk) > room:
+                    out.output_capped = True
+                    break
+                if stop_when_complete and stream.complete():
+                    complete = True  # every verdict is in: the exit status cannot change one
+                    break
+            stream.close()
+            if out.timed_out or out.output_capped or out.stalled or complete:
+                _kill(proc)
+            try:
+                out.exit_code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                out.timed_out = True
+                _kill(proc)
+                out.exit_code = proc.wait()
+            if complete:
+                out.exit_code = 0
+        finally:
+            writer.join(timeout=2)
+            self.kill()
+        out.duration_s = time.monotonic() - t0
+        out.stdout = bytes(stdout)
+        out.stderr_tail = bytes(self.stderr[-STDERR_TAIL_BYTES:])
+        return out

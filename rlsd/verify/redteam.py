@@ -60,10 +60,12 @@ class Hack(_Strict):
 
 
 class Control(_Strict):
-    """An honest item that must PASS in the same batch (the verifier still works, and no hack
-    before it changed its verdict)."""
+    """An honest item whose verdict must be ``expect`` in the same batch: the verifier still
+    works, and no hack before it changed its verdict (an honest wrong answer after a hack that
+    rewrites tests must still fail)."""
 
     id: str = Field(min_length=1, max_length=200)
+    expect: Literal["pass", "fail"] = "pass"
     note: str = ""
     item: dict[str, Any]
 
@@ -102,11 +104,12 @@ def known_kinds(directory: Path = BATTERY_DIR) -> list[str]:
 
 
 class Entry(BaseModel):
-    """One item of a red-team run."""
+    """One item of a red-team run (a hack must fail; a control must meet ``expect``)."""
 
     id: str
     source: Source
     role: Literal["hack", "control"]
+    expect: Literal["pass", "fail"] = "fail"
     hack: str | None = None
     note: str = ""
     item: dict[str, Any]
@@ -161,8 +164,8 @@ def battery_entries(spec: VerifierSpec, directory: Path = BATTERY_DIR) -> list[E
             for h in battery.hacks
         ]  # fmt: skip
         entries += [
-            Entry(id=f"{battery.kind}:{c.id}", source="battery", role="control", note=c.note,
-                  item=c.item)
+            Entry(id=f"{battery.kind}:{c.id}", source="battery", role="control", expect=c.expect,
+                  note=c.note, item=c.item)
             for c in battery.controls
         ]  # fmt: skip
     return entries + generic_hacks(spec)
@@ -172,6 +175,7 @@ class EntryOutcome(BaseModel):
     id: str
     source: Source
     role: Literal["hack", "control"]
+    expect: Literal["pass", "fail"] = "fail"
     hack: str | None = None
     passed: bool
     accepted: bool
@@ -214,10 +218,10 @@ def _interleave(hacks: list[Entry], controls: list[Entry]) -> list[Entry]:
 def honest_controls(spec: VerifierSpec) -> list[Entry]:
     """The verifier's passing self-tests, as controls."""
     return [
-        Entry(id=f"control:{t.id}", source="self-test", role="control", item=t.item)
+        Entry(id=f"control:{t.id}", source="self-test", role="control", expect=t.expect,
+              item=t.item)
         for t in spec.honest_tests()
-        if t.expect == "pass"
-    ]
+    ]  # fmt: skip
 
 
 def run_redteam(
@@ -249,12 +253,13 @@ def run_redteam(
         if entry.role == "hack":
             ok = not res.passed
         else:
-            ok = res.passed and res.accepted
+            ok = res.accepted and res.passed == (entry.expect == "pass")
         record.outcomes.append(
             EntryOutcome(
                 id=entry.id,
                 source=entry.source,
                 role=entry.role,
+                expect=entry.expect,
                 hack=entry.hack,
                 passed=res.passed,
                 accepted=res.accepted,

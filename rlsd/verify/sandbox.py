@@ -233,16 +233,13 @@ def make_sandbox(backend: str = "auto", require_docker: bool = False, **options:
 
     ``require_docker`` (or ``RLSD_REQUIRE_DOCKER=1``) is the policy that forbids the local fallback:
     asking for ``local`` or reaching it from ``auto`` then raises :class:`SandboxUnavailable`.
-    ``options`` go to the backend's constructor (``prestart``, ``prestart_ttl_s`` and ``pull`` only
-    to Docker's).
+    ``options`` go to the backend's constructor (``pull`` only to Docker's).
     """
     from rlsd.verify.docker_sandbox import DockerSandbox, docker_available
     from rlsd.verify.local_sandbox import LocalSandbox
 
     require_docker = require_docker or require_docker_policy()
-    docker_only = {
-        k: options.pop(k) for k in ("prestart", "prestart_ttl_s", "pull") if k in options
-    }
+    docker_only = {k: options.pop(k) for k in ("pull",) if k in options}
     if backend == "docker":
         return DockerSandbox(**options, **docker_only)
     if backend == "local":

@@ -43,6 +43,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import select
 import signal
 import socket
@@ -430,6 +431,7 @@ def _main(fd):
     if msg is None or msg.get("op") != "load":
         return
     program = msg.get("program")
+    tag = msg.get("tag")
     module = _types.ModuleType("__candidate__")
     _sys.modules["__candidate__"] = module
     space = module.__dict__
@@ -437,15 +439,16 @@ def _main(fd):
     try:
         exec(compile(program, "<candidate>", "exec", dont_inherit=True), space)
     except BaseException as exc:
-        send(sock, {"load_error": describe(exc, sources)})
+        send(sock, {"load_error": describe(exc, sources), "tag": tag})
         return
     # the builtins as they were before the candidate ran (it may have replaced them)
     names = _sorted(n for n, v in _list(space.items()) if _type(n) is _str and _callable(v))
-    send(sock, {"loaded": names})
+    send(sock, {"loaded": names, "tag": tag})
     while True:
         msg = recv(sock)
         if msg is None or msg.get("op") != "call":
             return
+        tag = msg.get("tag")
         fn = space.get(msg.get("name"))
         try:
             args = decode(msg.get("args"))
@@ -453,15 +456,15 @@ def _main(fd):
             if not _callable(fn):
                 raise NotPlain("%r is not callable in the candidate" % msg.get("name"))
         except NotPlain as exc:
-            send(sock, {"bad_call": _str(exc)})
+            send(sock, {"bad_call": _str(exc), "tag": tag})
             continue
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:
-            send(sock, {"raised": [type(exc).__name__, describe(exc, sources)]})
+            send(sock, {"raised": [type(exc).__name__, describe(exc, sources)], "tag": tag})
             continue
         except BaseException as exc:
-            send(sock, {"aborted": describe(exc, sources)})
+            send(sock, {"aborted": describe(exc, sources), "tag": tag})
             return
         try:
             reply = {"value": encode(value)}
@@ -469,6 +472,7 @@ def _main(fd):
             reply = {"not_plain": str(exc)}
         except RecursionError:
             reply = {"not_plain": "nested too deep"}
+        reply["tag"] = tag
         send(sock, reply)
 """
 
@@ -501,6 +505,56 @@ def reap():
             return
 
 
+# A seccomp filter for candidates (as Docker's default profile, and the same on every backend):
+# no namespaces, mounts, ptrace, keyrings, BPF, io_uring, kernel modules or clock changes;
+# clone3 answers ENOSYS so libc falls back to clone, whose namespace flags are refused.
+DENIED = {
+    0xC000003E: [272, 308, 165, 166, 155, 101, 310, 311, 246, 320, 321, 298, 323, 250, 248, 249,
+                 175, 313, 176, 304, 303, 425, 426, 427, 430, 432, 429, 428, 442, 167, 168, 169,
+                 163, 164, 227, 135, 179, 212, 153, 103, 161],  # x86_64
+    0xC00000B7: [97, 268, 40, 39, 41, 117, 270, 271, 104, 294, 280, 241, 282, 219, 217, 218, 105,
+                 273, 106, 265, 264, 425, 426, 427, 430, 432, 429, 428, 442, 224, 225, 142, 89,
+                 170, 112, 92, 116, 51],  # aarch64
+}
+CLONE = {0xC000003E: (56, 435), 0xC00000B7: (220, 435)}
+NS_FLAGS = 0x20000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 \
+    | 0x40000000 | 0x80
+
+
+def seccomp_program():
+    import platform, struct
+    arch = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(platform.machine())
+    if arch is None:
+        return None
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
+    allow, kill = 0x7FFF0000, 0x80000000
+    ins = [(0x20, 0, 0, 4), (0x15, 1, 0, arch), (0x06, 0, 0, kill), (0x20, 0, 0, 0)]
+    if arch == 0xC000003E:  # x32 system calls
+        ins += [(0x35, 0, 1, 0x40000000), (0x06, 0, 0, eperm)]
+    for nr in DENIED[arch]:
+        ins += [(0x15, 0, 1, nr), (0x06, 0, 0, eperm)]
+    clone, clone3 = CLONE[arch]
+    ins += [(0x15, 0, 1, clone3), (0x06, 0, 0, enosys)]
+    ins += [(0x15, 0, 4, clone), (0x20, 0, 0, 16), (0x54, 0, 0, NS_FLAGS), (0x15, 1, 0, 0),
+            (0x06, 0, 0, eperm), (0x06, 0, 0, allow)]
+    return b"".join(struct.pack("HBBI", *i) for i in ins), len(ins)
+
+
+def install_seccomp():
+    found = seccomp_program()
+    if found is None:
+        raise OSError("no seccomp filter for this architecture")
+    code, count = found
+    buf = ctypes.create_string_buffer(code, len(code))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Prog(count, ctypes.addressof(buf))
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp filter")
+
+
 def candidate(uid, chan, limits):
     mem, nproc, fsize, cpu = limits
     os.setsid()
@@ -517,6 +571,7 @@ def candidate(uid, chan, limits):
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "no_new_privs")
     libc.prctl(4, 0, 0, 0, 0)
+    install_seccomp()
     for what, soft, hard in ((resource.RLIMIT_AS, mem, mem),
                              (resource.RLIMIT_NPROC, nproc, nproc),
                              (resource.RLIMIT_FSIZE, fsize, fsize),
@@ -899,8 +954,9 @@ class Channel:
         if left <= 0:
             raise ItemDeadline
         self.sock.settimeout(left)
+        tag = secrets.token_hex(8)  # a reply must answer this call, not be sent ahead of it
         try:
-            send_message(self.sock, request)
+            send_message(self.sock, {**request, "tag": tag})
             reply = recv_message(self.sock)
         except TimeoutError:
             raise ItemDeadline from None
@@ -910,6 +966,8 @@ class Channel:
             self.fail(f"the candidate process ended during the tests ({type(exc).__name__})")
         if reply is None:
             self.fail("the candidate process ended during the tests")
+        if reply.pop("tag", None) != tag:
+            self.fail("the candidate sent a reply that answers no call it was given")
         return reply
 
     def fail(self, why: str):
