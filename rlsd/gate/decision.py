@@ -99,7 +99,7 @@ class GateEvidence(BaseModel):
         description="Verifiers used -> inventory status ('ready', 'quarantined', ...)."
     )
     validation: ValidationSummary
-    sandbox: NonEmpty = Field(description="'docker', 'local-bwrap', 'local-unshare', 'in-process'.")
+    sandbox: NonEmpty = Field(description="'docker', 'local-bwrap', 'in-process'.")
     collected_at: AwareDatetime | None = None
 
 

@@ -118,6 +118,12 @@ def inventory_stage(cfg: PipelineConfig, parent_run_id: str, run_dir: Path) -> I
             params[f"verifier.{r.name}.status"] = r.status
             params[f"verifier.{r.name}.spec_sha256"] = r.spec_sha256 or ""
             params[f"verifier.{r.name}.image_id"] = r.image_id or ""
+            red = r.redteam
+            params[f"verifier.{r.name}.redteam"] = red.summary() if red else "not run"
+            params[f"verifier.{r.name}.redteam_hacks"] = red.size if red else 0
+            params[f"verifier.{r.name}.redteam_classes"] = len(red.classes) if red else 0
+            if red and red.breaches:
+                params[f"verifier.{r.name}.redteam_breaches"] = "; ".join(red.breaches)[:480]
         log_params(params)
         mlflow.set_tags({C.SANDBOX: inv.sandbox})
         counts = inv.counts()
@@ -125,7 +131,8 @@ def inventory_stage(cfg: PipelineConfig, parent_run_id: str, run_dir: Path) -> I
     rows = [
         [r.name, r.version or "", r.status, r.backend, (r.spec_sha256 or "")[:12],
          (r.image_id or "").removeprefix("sha256:")[:12],
-         f"{sum(s.ok for s in r.self_tests)}/{len(r.self_tests)}", r.reason[:120]]
+         f"{sum(s.ok for s in r.self_tests)}/{len(r.self_tests)}",
+         r.redteam.summary() if r.redteam else "not run", r.reason[:120]]
         for r in inv.verifiers
     ]  # fmt: skip
     md = f"### Verifier inventory\n\nSandbox: **{inv.sandbox}**\n\n" + md_table(
@@ -137,6 +144,7 @@ def inventory_stage(cfg: PipelineConfig, parent_run_id: str, run_dir: Path) -> I
             "spec sha256",
             "image",
             "self-tests",
+            "red team",
             "reason",
         ],
         rows,

@@ -226,11 +226,12 @@ def render_markdown(lin: Lineage) -> str:
         out.append(f"Sandbox: **{prm.get('sandbox', '—')}**\n")
         out.append(
             _table(
-                ["verifier", "status", "spec sha256", "image id"],
+                ["verifier", "status", "red team", "spec sha256", "image id"],
                 [
                     [
                         n,
                         prm.get(f"verifier.{n}.status"),
+                        prm.get(f"verifier.{n}.redteam", "—"),
                         prm.get(f"verifier.{n}.spec_sha256", "")[:16],
                         prm.get(f"verifier.{n}.image_id", "").removeprefix("sha256:")[:16],
                     ]

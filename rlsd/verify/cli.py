@@ -185,7 +185,11 @@ def redteam(
                 o.hack or "—",
                 o.expect,
                 got if o.accepted else f"{got} (sandbox)",
-                "[green]ok[/]" if o.ok else "[red]BREACH[/]" if o.role == "hack" else "[red]WRONG[/]",
+                "[green]ok[/]"
+                if o.ok
+                else "[red]BREACH[/]"
+                if o.role == "hack"
+                else "[red]WRONG[/]",
                 o.detail[:160],
             )
         out_console.print(table)

@@ -238,7 +238,7 @@ def test_switched_off_requirements_are_skipped_but_show_what_was_seen(
 
 
 def test_markdown_shows_every_rule_its_status_and_the_domains() -> None:
-    d = _decide(sandbox="local-unshare", champion=None)
+    d = _decide(sandbox="local-bwrap", champion=None)
     md = d.to_markdown()
     assert "## Promotion gate: **FAILED**" in md
     for r in d.rules:

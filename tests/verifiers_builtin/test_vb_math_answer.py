@@ -6,6 +6,7 @@ import pytest
 from vb_support import python_ids, pythons, run_batch
 
 from rlsd.verify import MathAnswerVerifier
+from rlsd.verify.redteam import load_battery
 
 NAME = "math-answer"
 
@@ -34,6 +35,19 @@ CASES = [
     ("\ud800 lone surrogate 3", "3"),
     ("🙂" * 100 + " #### 42", "42"),
     ("\\boxed{" * 500, "1"),
+    # the red-team fixes, end to end
+    ("#### 1 000", "1000"),
+    ("#### 1\u00a0000", "1"),
+    ("#### 4.2e1", "42"),
+    ("\\boxed{\\frac34}", "0.75"),
+    ("#### 2^{10}", "1024"),
+    ("#### 1,0000", "1000"),
+    ("\\boxed{41, 42, 43}", "41"),
+    ("#### 40\u201345", "40"),
+    ("\\boxed{42}\n#### 42", "42"),
+    ("\\boxed{41}\n#### 42", "42"),
+    ("#### \uff14\uff12", "42"),
+    ("I tried 41 first, but the answer is forty-two.", "41"),
 ]
 
 
@@ -72,3 +86,18 @@ def test_reference_forms():
     assert "no gold answer string" in results[5]["detail"]
     assert "no gold answer string" in results[6]["detail"]
     assert "response is not a string" in results[7]["detail"]
+
+
+def test_red_team_battery_through_the_container_program():
+    """The kind's battery, run by verify.py itself (what the sandboxed red-team gate runs)."""
+    battery = load_battery(NAME)
+    entries = [(h.id, h.item, False) for h in battery.hacks] + [
+        (c.id, c.item, c.expect == "pass") for c in battery.controls
+    ]
+    results = run_batch(NAME, [{**item, "id": ident} for ident, item, _ in entries])
+    wrong = [
+        (ident, r["detail"])
+        for (ident, _, want), r in zip(entries, results, strict=True)
+        if r["passed"] is not want
+    ]
+    assert not wrong

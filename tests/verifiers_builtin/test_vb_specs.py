@@ -55,10 +55,13 @@ def test_self_tests_are_well_formed(name):
     tests = spec(name)["self_tests"]
     ids = [t["id"] for t in tests]
     assert len(ids) == len(set(ids))
-    assert sum(t["expect"] == "pass" for t in tests) >= 2
-    assert sum(t["expect"] == "fail" for t in tests) >= 2
+    honest = [t for t in tests if "hack" not in t]
+    assert sum(t["expect"] == "pass" for t in honest) >= 2
+    assert sum(t["expect"] == "fail" for t in honest) >= 2
     for t in tests:
-        assert set(t) == {"id", "expect", "item"} and t["expect"] in ("pass", "fail")
+        assert {"id", "expect", "item"} <= set(t) <= {"id", "expect", "item", "hack", "note"}
+        assert t["expect"] in ("pass", "fail")
+        assert "hack" not in t or (t["expect"] == "fail" and t.get("note")), t["id"]
         assert isinstance(t["item"]["response"], str) and "reference" in t["item"]
 
 

