@@ -7,13 +7,17 @@ the files the verifier's Dockerfile COPYs at the same paths under ``/verifier`` 
 sandbox refuses Dockerfiles that do more than COPY, ENV and the like), size-limited tmpfs at
 ``/tmp`` (the cwd) and ``/dev/shm``, a new ``/proc``, a minimal ``/dev``, no network (a new
 network namespace holding only ``lo``), new pid, ipc and uts namespaces, no new privileges, the
-image's environment plus the protocol variables. The program runs as uid 65534 without
-capabilities, or, for ``isolation: per-item-uid``, as root with only CAP_SETUID and CAP_SETGID
-(as in Docker).
+image's environment plus the protocol variables. Started by root, the program runs without
+capabilities under a uid drawn for this batch alone (in ``BATCH_UIDS``), or, for ``isolation:
+per-item-uid``, as root with only CAP_SETUID and CAP_SETGID (as in Docker); started by another
+user, as 65534 in a user namespace. A uid of its own matters because the kernel counts
+``RLIMIT_NPROC`` per uid across the host: under the shared 65534 every container and jail of that
+uid would draw on one count, and a busy neighbour would make an honest batch fail to start.
 
 Limits: rlimits set on the sandbox process (inherited by the verifier): ``RLIMIT_AS`` =
 ``memory_mb`` (per process; Docker's cgroup bounds the whole container), ``RLIMIT_NPROC`` =
-``pids``, ``RLIMIT_CPU`` = the batch timeout, ``RLIMIT_FSIZE`` = ``tmpfs_mb``, no core files.
+``pids`` (not for ``per-item-uid`` programs, which drop to 65534 themselves and bound every
+candidate under the candidate's own uid), ``RLIMIT_CPU`` = the batch timeout, ``RLIMIT_FSIZE`` = ``tmpfs_mb``, no core files.
 ``cpus`` has no local equivalent (not enforced). The per-item limits a verifier sets itself
 (python-tests' candidates) are the same on both backends. The batch timeout, the per-result
 deadline and the output cap are enforced by this process, which kills the whole sandbox (its pid
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import secrets
 import select
 import shlex
 import shutil
@@ -51,6 +56,9 @@ from rlsd.verify.warm_pool import WarmPool
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
+#: uids for batches started by root, one drawn per jail; below python-tests' per-item uids
+#: (2**30 and up) and far above any uid a distribution hands out.
+BATCH_UIDS = range(1 << 29, 1 << 30)
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Dockerfile instructions the local sandbox can reproduce exactly (everything else: use Docker).
 _SAFE_INSTRUCTIONS = {"ARG", "FROM", "COPY", "USER", "WORKDIR", "CMD", "ENV", "LABEL"}
@@ -149,13 +157,20 @@ def _is_root() -> bool:
 def _rlimits(spec: VerifierSpec) -> list[tuple[int, int]]:
     lim = spec.limits
     cpu = int(lim.batch_timeout_s) + 2
-    return [
+    limits = [
         (resource.RLIMIT_AS, lim.memory_mb * 1024 * 1024),
-        (resource.RLIMIT_NPROC, lim.pids),
         (resource.RLIMIT_CPU, cpu),
         (resource.RLIMIT_FSIZE, lim.tmpfs_mb * 1024 * 1024),
         (resource.RLIMIT_CORE, 0),
     ]
+    if spec.isolation != "per-item-uid":
+        limits.append((resource.RLIMIT_NPROC, lim.pids))
+    return limits
+
+
+def batch_uid() -> int:
+    """A fresh uid for one jail started by root (see the module docstring)."""
+    return BATCH_UIDS.start + secrets.randbelow(len(BATCH_UIDS))
 
 
 def _preexec(limits: list[tuple[int, int]]):
@@ -251,7 +266,7 @@ class LocalSandbox(Sandbox):
             ]
             if unreadable:
                 raise SandboxError(
-                    f"verifier {spec.name!r}: the sandbox user (uid {SANDBOX_UID}) cannot read "
+                    f"verifier {spec.name!r}: the sandbox user (any uid) cannot read "
                     f"{', '.join(unreadable[:3])}: make the folder world-readable"
                 )
         return layout
@@ -306,13 +321,14 @@ class LocalSandbox(Sandbox):
         if root and per_item_uid:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         argv.append("--")
-        if root and not per_item_uid:  # bwrap ran privileged: drop to the sandbox user
+        if root and not per_item_uid:  # bwrap ran privileged: drop to this batch's own uid
+            uid = str(batch_uid())
             argv += [
                 "/usr/bin/setpriv",
                 "--reuid",
-                str(SANDBOX_UID),
+                uid,
                 "--regid",
-                str(SANDBOX_GID),
+                uid,
                 "--clear-groups",
                 "--no-new-privs",
                 "--bounding-set",

@@ -121,10 +121,14 @@ def test_gold_passes_the_json_schema_verifier_and_wrong_payloads_fail(
     tasks: list[JsonTask], json_schema: ModuleType
 ) -> None:
     for t in tasks:
-        response = f"Here is the payload:\n```json\n{json.dumps(t.gold, indent=2)}\n```"
+        # the prompt asks for the JSON object only: a lone fenced block is that, prose is not
+        response = f"```json\n{json.dumps(t.gold, indent=2)}\n```"
         item = {"id": t.task_id, "response": response, "reference": t.answer}
         passed, score, detail = json_schema.check(item, 5.0)
         assert passed and score == 1.0, (t.task_id, detail)
+        chatty = {**item, "response": "Here is the payload:\n" + response}
+        passed, _, detail = json_schema.check(chatty, 5.0)
+        assert not passed and detail.startswith("not JSON: text outside"), detail
 
         # a compared numeric field (total, quantity, weight, users) off by one
         wrong = copy.deepcopy(t.gold)

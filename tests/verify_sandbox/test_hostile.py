@@ -182,3 +182,31 @@ def test_steals_the_nonce_through_proc(sandbox, verifier_root):
 def test_sleeps_past_the_batch_timeout(sandbox, verifier_root):
     r = run_hostile(sandbox, verifier_root, "import time\ntime.sleep(60)\n", timeout=60)
     assert r.detail.startswith("timeout: batch exceeded 8 s"), r
+
+
+def test_a_neighbours_processes_do_not_count_against_a_local_batch(verifier_root):
+    """RLIMIT_NPROC counts per uid across the host. Host processes of uid 65534 (Docker
+    containers, other jails) past the batch's pids limit must not stop an honest local batch
+    from starting: root-started jails run under a uid drawn for the batch, and a fork bomb in
+    the batch is still held by its own limit."""
+    import os
+    import subprocess
+
+    from tests.verify_sandbox.conftest import local_sandbox
+
+    if os.geteuid() != 0:
+        pytest.skip("only a root-started jail draws a uid of its own")
+    sandbox = local_sandbox("bwrap")
+    folder = verifier_root / "run-code"
+    pids = load_spec(folder).limits.pids
+    neighbours = [
+        subprocess.Popen(["sleep", "120"], user=65534, group=65534, extra_groups=[])
+        for _ in range(pids + 8)
+    ]
+    try:
+        r = run_hostile(sandbox, verifier_root, "import os\nwhile True:\n    os.fork()\n")
+        assert "BlockingIOError" in r.detail or "timeout" in r.detail or "exit" in r.detail, r
+    finally:
+        for p in neighbours:
+            p.kill()
+            p.wait()
