@@ -106,7 +106,10 @@ def suite(request) -> Path:
     local = os.environ.get("RLSD_JSON_SCHEMA_TEST_SUITE")
     if local:
         return Path(local)
-    return _fetch(Path(request.config.cache.mkdir("json-schema-test-suite")))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if cache is None:
+        return _fetch(Path.home() / ".cache" / "rlsd" / "json-schema-test-suite")
+    return _fetch(Path(cache.mkdir("json-schema-test-suite")))
 
 
 RUNNER = r"""

