@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from vb_support import python_ids, pythons, run_batch
+from vb_support import battery_verdicts_wrong, python_ids, pythons, run_batch
 
 from rlsd.verify import MathAnswerVerifier
-from rlsd.verify.redteam import load_battery
 
 NAME = "math-answer"
 
@@ -90,14 +89,5 @@ def test_reference_forms():
 
 def test_red_team_battery_through_the_container_program():
     """The kind's battery, run by verify.py itself (what the sandboxed red-team gate runs)."""
-    battery = load_battery(NAME)
-    entries = [(h.id, h.item, False) for h in battery.hacks] + [
-        (c.id, c.item, c.expect == "pass") for c in battery.controls
-    ]
-    results = run_batch(NAME, [{**item, "id": ident} for ident, item, _ in entries])
-    wrong = [
-        (ident, r["detail"])
-        for (ident, _, want), r in zip(entries, results, strict=True)
-        if r["passed"] is not want
-    ]
+    _, wrong = battery_verdicts_wrong(NAME)
     assert not wrong

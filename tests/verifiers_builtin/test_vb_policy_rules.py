@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from vb_support import load_module, python_ids, pythons, run_batch
+from vb_support import battery_verdicts_wrong, load_module, python_ids, pythons, run_batch
 
 from rlsd.verify.redteam import load_battery
 
@@ -557,15 +557,7 @@ def test_detail_never_echoes_the_pii(m):
 @pytest.mark.parametrize("python", pythons(NAME), ids=python_ids(NAME))
 def test_red_team_battery_holds(python):
     """The kind's battery in one batch: every hack fails, every control meets its expectation."""
-    battery = load_battery(NAME)
-    entries = [(h.id, h.item, "fail") for h in battery.hacks]
-    entries += [(c.id, c.item, c.expect) for c in battery.controls]
-    results = run_batch(NAME, [{**item, "id": ident} for ident, item, _ in entries], python=python)
-    wrong = [
-        (ident, r["passed"], r["detail"])
-        for (ident, _, expect), r in zip(entries, results, strict=True)
-        if r["passed"] is not (expect == "pass")
-    ]
+    battery, wrong = battery_verdicts_wrong(NAME, python=python)
     assert not wrong
     assert len(battery.hacks) >= 20 and len(battery.controls) >= 5
 

@@ -157,3 +157,21 @@ def load_module(name: str):
     finally:
         sys.dont_write_bytecode = saved
     return module
+
+
+def battery_verdicts_wrong(name: str, *, python: str | None = None) -> tuple[object, list]:
+    """Run the kind's battery through verify.py in one batch (what the sandboxed red-team gate
+    runs); return the battery and every entry whose verdict is not the expected one: a hack
+    must fail, a control must meet its ``expect``."""
+    from rlsd.verify.redteam import load_battery
+
+    battery = load_battery(name)
+    entries = [(h.id, h.item, False) for h in battery.hacks]
+    entries += [(c.id, c.item, c.expect == "pass") for c in battery.controls]
+    results = run_batch(name, [{**item, "id": ident} for ident, item, _ in entries], python=python)
+    wrong = [
+        (ident, r["passed"], r["detail"])
+        for (ident, _, want), r in zip(entries, results, strict=True)
+        if r["passed"] is not want
+    ]
+    return battery, wrong
