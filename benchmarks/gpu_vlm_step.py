@@ -5,7 +5,7 @@ a randomly initialised vision-language model with the layer sizes of Qwen2-VL-2B
 
     python benchmarks/gpu_vlm_step.py --model-dir DIR [--steps 2] [--prompts 8] [--group 8]
 
-``DIR`` is a tiny Qwen2-VL folder from ``rlsd.models.vlm.make_tiny_vlm("qwen2_vl", DIR)``: its
+``DIR`` is a tiny Qwen2-VL folder from ``tests.helpers.tiny_vlm.make_tiny_vlm("qwen2_vl", DIR)``: its
 tokenizer, chat template and processor are reused, its sizes replaced. Random weights learn
 nothing; the point is that every phase runs on CUDA in bf16 at a realistic size with images, and
 what each costs. Prints time per phase, peak GPU memory and the RLSD/GRPO step-time ratio.

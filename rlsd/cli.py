@@ -150,7 +150,7 @@ def demo(
 ) -> None:
     """RLSD beside the GRPO control on the embedded defaults; prints a comparison table."""
     _setup_logging()
-    from rlsd.compare import run_comparison
+    from rlsd.train.arms import run_comparison
 
     cfg = _load(config, set_, {"run.steps": steps})
     arms = [a.strip() for a in algos.split(",") if a.strip()]
@@ -241,7 +241,7 @@ def demo_store(
     """Create the embedded demo store: an enterprise-shaped SQLite database of tasks and
     privileged context (arithmetic, GSM8K test split, HumanEval), every record with its source."""
     _setup_logging()
-    from rlsd.context.demo_store import build_demo_store
+    from rlsd.demo import build_demo_store
 
     summary = build_demo_store(path)
     table = Table(title=f"demo store {path}")
@@ -274,21 +274,21 @@ def ingest(
     """Read the declared sources, validate (Great Expectations), quarantine bad rows, redact
     PII from privileged text under the data policy, and write a versioned snapshot."""
     _setup_logging()
-    from rlsd.context import DEMO_SOURCES, IngestionPolicyError, SourceConfigError
+    from rlsd.context import IngestionPolicyError, SourceConfigError
     from rlsd.context.ingest import ingest as run_ingest
     from rlsd.context.policy import SourceNotAllowedError
+    from rlsd.context.report import sources_table
     from rlsd.context.snapshot import SnapshotError
+    from rlsd.demo import DemoStoreMissingError, demo_sources
 
+    variables: dict[str, str] = {}
     if sources is None:
-        sources = DEMO_SOURCES
-        if "RLSD_DEMO_STORE" not in os.environ:
-            if not store.exists():
-                console.print(
-                    f"[red]no demo store at {store}[/red]: run `rlsd demo-store {store}` first "
-                    "(or pass --sources for your own stores)"
-                )
-                raise typer.Exit(2)
-            os.environ["RLSD_DEMO_STORE"] = str(store.resolve())
+        try:
+            demo = demo_sources(store, build=False)
+        except DemoStoreMissingError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        sources, variables = demo.path, demo.variables
     done: list[str] = []
     try:
         with _spinner("ingesting") as status:
@@ -299,28 +299,20 @@ def ingest(
 
             result = run_ingest(
                 sources, policy_path=policy, out_root=out, only=source, name=name,
-                on_source=on_source,
+                on_source=on_source, variables=variables,
             )  # fmt: skip
     except (IngestionPolicyError, SourceConfigError, SourceNotAllowedError, SnapshotError,
             KeyError) as exc:  # fmt: skip
         console.print(f"[red]ingestion stopped:[/red] {exc}")
         raise typer.Exit(1) from None
-    m = result.manifest
-    table = Table(title=f"snapshot {result.snapshot.name}")
-    for col in ("source", "domain", "rows", "tasks", "quarantined", "train", "heldout",
-                "redacted"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("source", "domain") else "right")
-    by_source = m["counts"]["by_source"]
-    for s in m["sources"]:
-        c = by_source.get(s["name"], {"train": 0, "heldout": 0})
-        red = ", ".join(f"{k} {n}" for k, n in s["redactions"].items()) or "—"
-        table.add_row(s["name"], s["domain"], str(s["rows"]), str(s["tasks"]),
-                      str(s["quarantined"]), str(c["train"]), str(c["heldout"]), red)  # fmt: skip
+    m = result.snapshot.manifest
+    cols = ["source", "domain", "rows", "tasks", "quarantined", "train", "heldout", "redacted"]
+    table = sources_table(m, cols, title=f"snapshot {result.path.name}").rich()
     console.print(table)
     console.print(
-        f"digest   {m['digest']}\npath     {result.snapshot}"
+        f"digest   {m.digest}\npath     {result.path}"
         f"{'' if result.created else '  (unchanged: same content as before)'}\n"
-        f"train    rlsd train --dataset {result.snapshot}"
+        f"train    rlsd train --dataset {result.path}"
     )
 
 

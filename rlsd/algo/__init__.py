@@ -1,7 +1,8 @@
 """Pure-torch RLSD algorithm core: advantages, token credit, losses, log-probs.
 
-No I/O, logging or file access lives here; trainers import these functions and pick
-estimators and losses by config name through :mod:`rlsd.algo.registry`.
+No I/O, logging or file access lives here. Trainers pick a training method by config name
+through :mod:`rlsd.algo.methods` (``get_method``), which says what teacher pass it needs and
+how its loss is formed, and an advantage estimator through :mod:`rlsd.algo.registry`.
 """
 
 from rlsd.algo.advantages import (
@@ -18,40 +19,54 @@ from rlsd.algo.credit import (
     rlsd_token_weights,
 )
 from rlsd.algo.logprobs import token_logprobs_from_hidden, token_logprobs_from_logits
+from rlsd.algo.methods import (
+    METHODS,
+    LossInputs,
+    LossOutput,
+    Method,
+    MethodSettings,
+    TeacherOutput,
+    TeacherPass,
+    get_method,
+    method_names,
+    register_method,
+)
 from rlsd.algo.opsd import generalized_jsd, opsd_jsd_loss
 from rlsd.algo.ppo import ppo_clip_loss
 from rlsd.algo.registry import (
     ADVANTAGE_ESTIMATORS,
-    POLICY_LOSSES,
     AdvantageEstimator,
-    PolicyLoss,
     get_advantage_estimator,
-    get_policy_loss,
     register_advantage_estimator,
-    register_policy_loss,
 )
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGG_MODES",
     "GRPO_STD_EPS",
-    "POLICY_LOSSES",
+    "METHODS",
     "AdvantageEstimator",
-    "PolicyLoss",
+    "LossInputs",
+    "LossOutput",
+    "Method",
+    "MethodSettings",
+    "TeacherOutput",
+    "TeacherPass",
     "aggregate_loss",
     "dr_grpo_estimator",
     "generalized_jsd",
     "get_advantage_estimator",
-    "get_policy_loss",
+    "get_method",
     "grpo_advantages",
     "grpo_estimator",
     "lambda_schedule",
     "masked_mean",
     "masked_sum",
+    "method_names",
     "opsd_jsd_loss",
     "ppo_clip_loss",
     "register_advantage_estimator",
-    "register_policy_loss",
+    "register_method",
     "rlsd_credit_stats",
     "rlsd_token_advantages",
     "rlsd_token_weights",

@@ -30,8 +30,14 @@ def generalized_jsd(
     teacher_logits: torch.Tensor,
     beta: float = 0.5,
     temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> torch.Tensor:
     """Per-position generalised JSD of Agarwal et al. (GKD), shape ``logits.shape[:-1]``.
+
+    The student's logits are divided by ``temperature``, the teacher's by
+    ``teacher_temperature`` (None = the same ``temperature``): the student's side should be
+    the distribution its samples were drawn from, while the teacher's sharpness is its own
+    setting.
 
     ``M = β·P_T + (1-β)·P_S`` and ``JSD_β = β·KL(P_T‖M) + (1-β)·KL(P_S‖M)``, with
     ``log M`` computed as a logsumexp of ``log β + log P_T`` and ``log(1-β) + log P_S``
@@ -45,15 +51,18 @@ def generalized_jsd(
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if temperature <= 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if teacher_temperature is None:
+        teacher_temperature = temperature
+    for name, value in (("temperature", temperature), ("teacher_temperature", teacher_temperature)):
+        if value <= 0.0:
+            raise ValueError(f"{name} must be > 0, got {value}")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student and teacher logits must have the same shape (shared tokenizer), got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
     s = (student_logits.to(torch.float32) / temperature).clamp(min=LOGIT_FLOOR)
-    t = (teacher_logits.detach().to(torch.float32) / temperature).clamp(min=LOGIT_FLOOR)
+    t = (teacher_logits.detach().to(torch.float32) / teacher_temperature).clamp(min=LOGIT_FLOOR)
     log_ps = torch.log_softmax(s, dim=-1)
     log_pt = torch.log_softmax(t, dim=-1)
     if beta == 0.0:
@@ -77,6 +86,7 @@ def opsd_jsd_loss(
     num_seqs: Normaliser | None = None,
     norm_len: Normaliser | None = None,
     temperature: float = 1.0,
+    teacher_temperature: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """OPSD distillation loss over ``[N, T, V]`` logits; returns ``(scalar loss, stats)``.
 
@@ -84,7 +94,8 @@ def opsd_jsd_loss(
     between the teacher's and the student's next-token distributions, reduced with
     :func:`rlsd.algo.aggregation.aggregate_loss` over ``mask`` ``[N, T]``. Rows at
     masked positions are replaced by zeros before the softmax, so padding garbage cannot
-    produce NaN. Gradient flows through the student only.
+    produce NaN. Gradient flows through the student only. ``temperature`` and
+    ``teacher_temperature`` are those of :func:`generalized_jsd`.
 
     Stats: ``opsd/jsd_mean`` = plain mean of the per-token JSD over masked tokens.
     """
@@ -103,7 +114,13 @@ def opsd_jsd_loss(
     zero = torch.zeros((), dtype=student_logits.dtype, device=student_logits.device)
     student = torch.where(keep, student_logits, zero)
     teacher = torch.where(keep, teacher_logits.detach(), zero.to(teacher_logits.dtype))
-    jsd = generalized_jsd(student, teacher, beta=beta, temperature=temperature)
+    jsd = generalized_jsd(
+        student,
+        teacher,
+        beta=beta,
+        temperature=temperature,
+        teacher_temperature=teacher_temperature,
+    )
     loss = aggregate_loss(jsd, m, agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_len=norm_len)
     with torch.no_grad():
         stats = {"opsd/jsd_mean": masked_mean(jsd.detach(), m).item()}

@@ -9,12 +9,10 @@ from __future__ import annotations
 import torch
 
 from rlsd.algo.aggregation import Normaliser, aggregate_loss
-from rlsd.algo.registry import register_policy_loss
 
 LOG_RATIO_CLAMP = 20.0
 
 
-@register_policy_loss("ppo_clip")
 def ppo_clip_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

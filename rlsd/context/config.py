@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rlsd.configs.loading import read_yaml_mapping, validation_problems
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE_ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -169,19 +171,25 @@ class SourceConfig(BaseModel):
             raise ValueError("give 'verifier' or map a 'verifier' column")
         return self
 
-    def resolved_url(self) -> str:
-        """The URL with every ``${ENV_VAR}`` replaced from the environment (never stored)."""
-        return resolve_env(self.url, what=f"source {self.name!r}: url")
+    def resolved_url(self, variables: Mapping[str, str] | None = None) -> str:
+        """The URL with every ``${ENV_VAR}`` replaced (never stored): from ``variables`` first,
+        then from the environment."""
+        return resolve_env(self.url, what=f"source {self.name!r}: url", variables=variables)
 
 
-def resolve_env(text: str, *, what: str = "url") -> str:
-    """``text`` with every ``${ENV_VAR}`` replaced from the environment.
+def resolve_env(text: str, *, what: str = "url", variables: Mapping[str, str] | None = None) -> str:
+    """``text`` with every ``${ENV_VAR}`` replaced from ``variables``, else the environment.
 
-    Raises :class:`MissingEnvVarError` naming ``what`` and the variable that is not set.
+    ``variables`` lets a caller point sources somewhere (the demo store) without setting an
+    environment variable for the whole process. Raises :class:`MissingEnvVarError` naming
+    ``what`` and the variable that is set in neither.
     """
+    given = variables or {}
 
     def sub(m: re.Match[str]) -> str:
         var = m.group(1)
+        if var in given:
+            return given[var]
         if var not in os.environ:
             raise MissingEnvVarError(
                 f"{what} refers to ${{{var}}}, which is not set in the environment"
@@ -205,25 +213,35 @@ class SourcesFile(BaseModel):
         return self
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<root>"
+def _mask_passwords(data: Any) -> Any:
+    """``data`` with literal passwords in source URLs masked, to quote it in an error message:
+    the message must point at the bad URL without repeating the secret."""
+    if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
+        return data
+    masked = []
+    for src in data["sources"]:
+        if isinstance(src, dict) and isinstance(src.get("url"), str):
+            url = src["url"]
+            for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
+                m = pattern.search(url)
+                if m and m.group("password"):
+                    url = url[: m.start("password")] + "***" + url[m.end("password") :]
+            src = {**src, "url": url}
+        masked.append(src)
+    return {**data, "sources": masked}
+
+
+def _sources_error(path: Path, detail: str) -> SourceConfigError:
+    return SourceConfigError(f"{path}: {detail}")
 
 
 def load_sources(path: Path | str) -> list[SourceConfig]:
-    """Read and validate a sources YAML file; errors name the file and the field."""
+    """Read and validate a sources YAML file; errors name the file, the field and the value
+    (passwords masked)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise SourceConfigError(f"{path}: cannot read sources file: {exc}") from exc
+    data = read_yaml_mapping(path, error=_sources_error)
     try:
         return list(SourcesFile.model_validate(data).sources)
     except ValidationError as exc:
-        lines = [f"{path}: invalid sources file"]
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {_loc(tuple(err['loc']))}: {msg}")
-        raise SourceConfigError("\n".join(lines)) from None
+        problems = validation_problems(exc, _mask_passwords(data))
+        raise _sources_error(path, "invalid sources file\n  " + "\n  ".join(problems)) from None

@@ -14,13 +14,19 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from rlsd.context.config import SourceConfig, load_sources
+from rlsd.context.manifest import (
+    PolicyInfo,
+    SourceRecord,
+    SourcesFileInfo,
+    SplitRule,
+    ValidationInfo,
+)
 from rlsd.context.policy import (
     PrivilegedContextPolicy,
     check_sources_allowed,
@@ -28,7 +34,7 @@ from rlsd.context.policy import (
     load_privileged_policy,
 )
 from rlsd.context.reader import SPLIT_SALT, quarantine_record
-from rlsd.context.snapshot import write_snapshot
+from rlsd.context.snapshot import Snapshot, load_snapshot, write_snapshot
 from rlsd.context.validation import IngestionPolicyError, SourceValidation, validate_source
 
 log = logging.getLogger(__name__)
@@ -36,9 +42,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestResult:
-    snapshot: Path
+    """What an ingestion produced: the snapshot, loaded (manifest and tasks, handed on to the
+    trainer as they are), whether it is new, and each source's validation."""
+
+    #: the snapshot folder, ``<out_root>/<name>-<digest12>``
+    path: Path
+    snapshot: Snapshot
+    #: False when a snapshot with the same content digest already existed (it was kept)
     created: bool
-    manifest: dict[str, Any]
     validations: list[SourceValidation]
 
 
@@ -46,24 +57,24 @@ def _sha256_file(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _source_record(cfg: SourceConfig, v: SourceValidation) -> dict[str, Any]:
+def _source_record(cfg: SourceConfig, v: SourceValidation) -> SourceRecord:
     query = cfg.query if cfg.query is not None else f"TABLE {cfg.table}"
-    return {
-        "name": cfg.name,
-        "url": cfg.url,  # with its ${ENV} references unresolved: never a secret
-        "query_sha256": "sha256:" + hashlib.sha256(query.encode()).hexdigest(),
-        "domain": cfg.domain,
-        "verifier": cfg.verifier,
-        "split_column": "split" in cfg.columns,
-        "heldout_fraction": cfg.heldout_fraction,
-        "rows": v.n_rows,
-        "tasks": len(v.tasks),
-        "quarantined": len(v.quarantined),
-        "bad_fraction": round(v.bad_fraction, 6),
-        "max_bad_fraction": cfg.policy.max_bad_fraction,
-        "validation_success": bool(v.results.get("success", True)),
-        "redactions": dict(sorted(v.redactions.items())),
-    }
+    return SourceRecord(
+        name=cfg.name,
+        url=cfg.url,  # with its ${ENV} references unresolved: never a secret
+        query_sha256="sha256:" + hashlib.sha256(query.encode()).hexdigest(),
+        domain=cfg.domain,
+        verifier=cfg.verifier,
+        split_column="split" in cfg.columns,
+        heldout_fraction=cfg.heldout_fraction,
+        rows=v.n_rows,
+        tasks=len(v.tasks),
+        quarantined=len(v.quarantined),
+        bad_fraction=round(v.bad_fraction, 6),
+        max_bad_fraction=cfg.policy.max_bad_fraction,
+        validation_success=bool(v.results.get("success", True)),
+        redactions=dict(sorted(v.redactions.items())),
+    )
 
 
 def _quarantine_cross_source_duplicates(
@@ -98,8 +109,13 @@ def ingest(
     only: Sequence[str] | None = None,
     name: str | None = None,
     on_source: Callable[[str, SourceValidation], None] | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> IngestResult:
-    """Ingest every declared source (or ``only`` those) into one snapshot under ``out_root``."""
+    """Ingest every declared source (or ``only`` those) into one snapshot under ``out_root``.
+
+    ``variables`` fill the sources' ``${VAR}`` references before the environment does (the
+    demo sources' store, :func:`rlsd.demo.demo_sources`); the manifest keeps the references.
+    """
     from rlsd.context import verifier_names
 
     sources_path, out_root = Path(sources_path), Path(out_root)
@@ -126,7 +142,13 @@ def ingest(
         validations: list[tuple[SourceConfig, SourceValidation]] = []
         try:
             for cfg in selected:
-                v = validate_source(cfg, known, out_dir=staging / "validation", policy=policy)
+                v = validate_source(
+                    cfg,
+                    known,
+                    out_dir=staging / "validation",
+                    policy=policy,
+                    variables=variables,
+                )
                 validations.append((cfg, v))
                 if on_source is not None:
                     on_source(cfg.name, v)
@@ -160,32 +182,34 @@ def ingest(
         except metadata.PackageNotFoundError:
             version = "unknown"
         extra = {
-            "sources_file": {"path": str(sources_path), "sha256": _sha256_file(sources_path)},
+            "sources_file": SourcesFileInfo(
+                path=str(sources_path), sha256=_sha256_file(sources_path)
+            ),
             "sources": [_source_record(cfg, v) for cfg, v in validations],
-            "policy": {
-                "path": str(policy_path),
-                "digest": policy.digest(),
-                "store_privileged_text": policy.store_privileged_text,
-                "allowed_sources": policy.allowed_sources,
-                "redaction": [
+            "policy": PolicyInfo(
+                path=str(policy_path),
+                digest=policy.digest(),
+                store_privileged_text=policy.store_privileged_text,
+                allowed_sources=policy.allowed_sources,
+                redaction=[
                     *policy.redaction.builtin,
                     *(c.name for c in policy.redaction.custom),
                 ],
-            },
-            "split": {
-                "rule": "a mapped 'split' column wins; otherwise heldout when "
+            ),
+            "split": SplitRule(
+                rule="a mapped 'split' column wins; otherwise heldout when "
                 "sha256('<salt>:<id>')[:8] / 2**64 < heldout_fraction",
-                "salt": SPLIT_SALT,
-            },
-            "validation": {
-                "passed": True,
-                "quarantined": sum(len(v.quarantined) for _, v in validations),
-                "summary": "validation/summary.json",
-            },
+                salt=SPLIT_SALT,
+            ),
+            "validation": ValidationInfo(
+                passed=True,
+                quarantined=sum(len(v.quarantined) for _, v in validations),
+                summary="validation/summary.json",
+            ),
             "verifiers": verifiers_used,
             "rlsd_version": version,
         }
-        snap, created = write_snapshot(
+        path, created = write_snapshot(
             tasks,
             out_root,
             name=name or sources_path.stem.replace("_", "-"),
@@ -194,6 +218,8 @@ def ingest(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifest = json.loads((snap / "manifest.json").read_text())
-    log.info("snapshot %s (%s, %s)", snap, manifest["digest"], "new" if created else "unchanged")
-    return IngestResult(snap, created, manifest, [v for _, v in validations])
+    # loaded once here, verified like the trainer would, and handed on as it is; an unchanged
+    # snapshot is the one on disk (its manifest records the ingestion that first made it)
+    snapshot = load_snapshot(path)
+    log.info("snapshot %s (%s, %s)", path, snapshot.digest, "new" if created else "unchanged")
+    return IngestResult(path, snapshot, created, [v for _, v in validations])

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rlsd.context.config import SourceConfigError, _loc
+from rlsd.configs.loading import load_yaml_model
+from rlsd.context.config import SourceConfigError
+from rlsd.tasks import leak
 
 BuiltinPii = Literal["email", "phone", "card_number", "iban", "national_id"]
 BUILTIN_PII: tuple[str, ...] = ("email", "phone", "card_number", "iban", "national_id")
@@ -193,24 +194,12 @@ class SourceNotAllowedError(PermissionError):
 
 def load_privileged_policy(path: Path | str = DEFAULT_POLICY_PATH) -> PrivilegedContextPolicy:
     """Load and validate the policy; errors name the file, the field and the value at fault."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SourceConfigError(f"{path}: policy file not found") from None
-    except yaml.YAMLError as exc:
-        raise SourceConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SourceConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return PrivilegedContextPolicy.model_validate(raw)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = _loc(err["loc"]) or "(top level)"
-            value = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-            lines.append(f"{path}: {where}: {err['msg'].removeprefix('Value error, ')}{value}")
-        raise SourceConfigError("\n".join(lines)) from None
+    return load_yaml_model(
+        path,
+        PrivilegedContextPolicy,
+        what="data policy",
+        error=lambda where, detail: SourceConfigError(f"{where}: {detail}"),
+    )
 
 
 @dataclass(frozen=True)
@@ -270,14 +259,6 @@ class Redactor:
         return re.compile("|".join(parts) if parts else r"(?!x)x")
 
 
-_WS = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    """Whitespace runs collapsed and case folded, as the task record's own leak check does."""
-    return _WS.sub(" ", text).strip().casefold()
-
-
 _PIECE_BREAK = r"(?<=[.;:!?,])\s+|\n+"
 
 
@@ -296,17 +277,17 @@ def leak_findings(
     (a worked solution quoting the question) is not a remnant; most of the solution is.
     """
     leakage = leakage or LeakageSettings()
-    student = normalise(student_text)
+    student = leak.normalise(student_text)
     reasons = []
-    raw = normalise(privileged_raw)
-    if len(raw) >= 8 and raw in student:
+    if leak.contains(student_text, privileged_raw):
         reasons.append("contains_privileged")
-    red = normalise(privileged_redacted)
-    if red != raw and len(red) >= 8 and red in student:
+    if leak.normalise(privileged_redacted) != leak.normalise(privileged_raw) and leak.contains(
+        student_text, privileged_redacted
+    ):
         reasons.append("contains_redacted_privileged")
     if not reasons:
         splitter = re.compile(f"{redactor.placeholder_regex().pattern}|{_PIECE_BREAK}")
-        pieces = [p for p in (normalise(x) for x in splitter.split(privileged_redacted)) if p]
+        pieces = [p for p in (leak.normalise(x) for x in splitter.split(privileged_redacted)) if p]
         total = sum(len(p) for p in pieces)
         covered = sum(len(p) for p in pieces if len(p) >= leakage.min_piece_chars and p in student)
         if total and covered / total >= leakage.max_covered_fraction:

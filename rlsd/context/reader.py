@@ -9,7 +9,7 @@ quarantined row carrying the reason; nothing is dropped silently.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,13 +27,17 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
-def read_source(cfg: SourceConfig) -> list[dict[str, Any]]:
+def read_source(
+    cfg: SourceConfig, variables: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Run the source's query (or read its table) and apply the column mapping.
+
+    ``variables`` fill the URL's ``${VAR}`` references before the environment does.
 
     Each returned dict has the keys ``id, prompt, answer, privileged_context, split, source,
     verifier, domain, metadata`` (values may be None where the row has none; validation decides).
     """
-    engine = create_engine(cfg.resolved_url())
+    engine = create_engine(cfg.resolved_url(variables))
     try:
         stmt = (
             text(cfg.query)

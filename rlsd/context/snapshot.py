@@ -31,11 +31,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from rlsd.configs.loading import validation_problems
+from rlsd.context.manifest import Counts, SnapshotManifest, SplitCounts, manifest_json
 from rlsd.context.reader import privileged_digest
 from rlsd.tasks.images import (
     ImageIntegrityError,
@@ -94,7 +98,7 @@ def content_digest(tasks_bytes: bytes, priv_bytes: bytes) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _counts(tasks: Sequence[Task]) -> dict[str, Any]:
+def _counts(tasks: Sequence[Task]) -> Counts:
     by_domain: dict[str, dict[str, int]] = {}
     by_source: dict[str, dict[str, int]] = {}
     for t in tasks:
@@ -103,13 +107,13 @@ def _counts(tasks: Sequence[Task]) -> dict[str, Any]:
         for table, key in ((by_domain, domain), (by_source, source)):
             row = table.setdefault(key, {"train": 0, "heldout": 0})
             row[t.split] += 1
-    return {
-        "tasks": len(tasks),
-        "train": sum(t.split == "train" for t in tasks),
-        "heldout": sum(t.split == "heldout" for t in tasks),
-        "by_domain": dict(sorted(by_domain.items())),
-        "by_source": dict(sorted(by_source.items())),
-    }
+    return Counts(
+        tasks=len(tasks),
+        train=sum(t.split == "train" for t in tasks),
+        heldout=sum(t.split == "heldout" for t in tasks),
+        by_domain={k: SplitCounts(**v) for k, v in sorted(by_domain.items())},
+        by_source={k: SplitCounts(**v) for k, v in sorted(by_source.items())},
+    )
 
 
 def image_refs(tasks: Iterable[Task]) -> list[str]:
@@ -151,13 +155,14 @@ def write_snapshot(
     out_root: Path | str,
     *,
     name: str,
-    manifest_extra: dict[str, Any],
+    manifest_extra: Mapping[str, Any],
     evidence_dir: Path | str | None = None,
     image_stores: Sequence[ImageStore] | None = None,
 ) -> tuple[Path, bool]:
     """Write (or find) the snapshot of ``tasks``; returns (directory, created).
 
-    ``evidence_dir`` holds ``validation/`` and ``quarantine/`` to move in. If a snapshot with the
+    ``manifest_extra`` adds top-level manifest fields (ingestion's sources, policy, ...; see
+    :class:`~rlsd.context.manifest.SnapshotManifest`). ``evidence_dir`` holds ``validation/`` and ``quarantine/`` to move in. If a snapshot with the
     same content digest exists it is kept as it is (``created`` is False): its evidence is that
     of the ingestion that first produced it.
 
@@ -178,13 +183,12 @@ def write_snapshot(
             )
         _set_latest(out_root, final.name)
         return final, False
-    manifest = {
+    fields: dict[str, Any] = {
         "format": SNAPSHOT_FORMAT,
         "name": name,
         "digest": digest,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "counts": _counts(tasks),
-        "images": {"dir": IMAGES_DIR, "count": len(refs), "bytes": 0},
         "files": {
             TASKS_FILE: {"sha256": hashlib.sha256(tasks_bytes).hexdigest(), "lines": len(tasks)},
             PRIVILEGED_FILE: {
@@ -197,9 +201,12 @@ def write_snapshot(
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_root))
     try:
+        image_bytes = 0
         if refs:
             stores = list(image_stores) if image_stores is not None else [default_image_store()]
-            manifest["images"]["bytes"] = _copy_images(refs, stores, tmp / IMAGES_DIR)
+            image_bytes = _copy_images(refs, stores, tmp / IMAGES_DIR)
+        fields["images"] = {"dir": IMAGES_DIR, "count": len(refs), "bytes": image_bytes}
+        manifest = SnapshotManifest.model_validate(fields)
         (tmp / TASKS_FILE).write_bytes(tasks_bytes)
         (tmp / PRIVILEGED_FILE).write_bytes(priv_bytes)
         os.chmod(tmp / PRIVILEGED_FILE, 0o600)  # governed data: owner-only, like the source DB
@@ -208,10 +215,7 @@ def write_snapshot(
                 src = Path(evidence_dir) / sub
                 if src.exists():
                     shutil.copytree(src, tmp / sub)
-        (tmp / MANIFEST_FILE).write_text(
-            json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-            encoding="utf-8",
-        )
+        (tmp / MANIFEST_FILE).write_text(manifest_json(manifest), encoding="utf-8")
         os.chmod(tmp, 0o755)
         tmp.rename(final)
     except BaseException:
@@ -229,13 +233,15 @@ def _set_latest(out_root: Path, dirname: str) -> None:
 
 @dataclass
 class Snapshot:
+    """A loaded snapshot: its folder, its manifest and every task (privileged text included)."""
+
     path: Path
-    manifest: dict[str, Any]
+    manifest: SnapshotManifest
     tasks: list[Task]
 
     @property
     def digest(self) -> str:
-        return str(self.manifest["digest"])
+        return self.manifest.digest
 
     def split(self, which: str, domains: Iterable[str] | None = None) -> list[Task]:
         wanted = set(domains) if domains else None
@@ -247,7 +253,7 @@ class Snapshot:
 
     @property
     def domains(self) -> list[str]:
-        return sorted(self.manifest["counts"]["by_domain"])
+        return sorted(self.manifest.counts.by_domain)
 
     @property
     def image_store(self) -> ImageStore:
@@ -270,23 +276,31 @@ def resolve_snapshot_path(path: Path | str) -> Path:
     )
 
 
+def read_manifest(path: Path) -> SnapshotManifest:
+    """``manifest.json`` at ``path``, typed; a missing, unreadable or foreign one is an error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SnapshotError(f"{path}: unreadable manifest: {exc}") from exc
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{path}: format {fmt!r}, expected {SNAPSHOT_FORMAT!r}")
+    try:
+        return SnapshotManifest.model_validate(data)
+    except ValidationError as exc:
+        problems = validation_problems(exc, data)
+        raise SnapshotError(f"{path}: invalid manifest\n  " + "\n  ".join(problems)) from None
+
+
 def load_snapshot(path: Path | str, *, verify: bool = True) -> Snapshot:
     """Read a snapshot; with ``verify`` the files must match the manifest's digests."""
     root = resolve_snapshot_path(path)
-    try:
-        manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SnapshotError(f"{root / MANIFEST_FILE}: unreadable manifest: {exc}") from exc
-    if manifest.get("format") != SNAPSHOT_FORMAT:
-        raise SnapshotError(
-            f"{root / MANIFEST_FILE}: format {manifest.get('format')!r}, expected "
-            f"{SNAPSHOT_FORMAT!r}"
-        )
+    manifest = read_manifest(root / MANIFEST_FILE)
     tasks_bytes = (root / TASKS_FILE).read_bytes()
     priv_bytes = (root / PRIVILEGED_FILE).read_bytes()
     if verify:
         for fname, data in ((TASKS_FILE, tasks_bytes), (PRIVILEGED_FILE, priv_bytes)):
-            want = manifest["files"][fname]["sha256"]
+            want = manifest.files[fname].sha256
             got = hashlib.sha256(data).hexdigest()
             if got != want:
                 raise SnapshotError(
@@ -316,7 +330,9 @@ def load_snapshot(path: Path | str, *, verify: bool = True) -> Snapshot:
     return Snapshot(root, manifest, tasks)
 
 
-def _check_images(root: Path, manifest: dict[str, Any], tasks: list[Task], *, verify: bool) -> None:
+def _check_images(
+    root: Path, manifest: SnapshotManifest, tasks: list[Task], *, verify: bool
+) -> None:
     """Every referenced image is in ``images/``; with ``verify`` its pixels match its digest."""
     first_user: dict[str, str] = {}
     for t in tasks:
@@ -326,7 +342,7 @@ def _check_images(root: Path, manifest: dict[str, Any], tasks: list[Task], *, ve
         refs = image_refs(tasks)
     except SnapshotError as exc:
         raise SnapshotError(f"{root / TASKS_FILE}: {exc}") from exc
-    want = manifest.get("images", {}).get("count")
+    want = manifest.images.count if manifest.images is not None else None
     if verify and want is not None and want != len(refs):
         raise SnapshotError(
             f"{root / MANIFEST_FILE}: lists {want} images but the tasks reference {len(refs)}"

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,8 +225,11 @@ def validate_source(
     rows: list[dict[str, Any]] | None = None,
     out_dir: Path | str | None = None,
     policy: PrivilegedContextPolicy | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> SourceValidation:
     """Read (unless ``rows`` are given), redact, validate, quarantine, apply the threshold.
+
+    ``variables`` fill the source URL's ``${VAR}`` references before the environment does.
 
     Privileged text is redacted by the policy's rules before the tasks are built, so the tasks
     carry only redacted text; the leak guard checks the student prompt against both the raw and
@@ -238,7 +241,7 @@ def validate_source(
     policy = policy or DEFAULT_POLICY
     redactor = Redactor(policy.redaction)
     if rows is None:
-        rows = read_source(cfg)
+        rows = read_source(cfg, variables)
     redacted_rows, redactions, derived = [], {}, []
     for row in rows:
         raw = row.get("privileged_context")

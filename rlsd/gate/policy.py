@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rlsd.configs.loading import load_yaml_model
 
 
 class PolicyError(ValueError):
@@ -132,61 +133,14 @@ def policy_digest(policy: PromotionPolicy) -> str:
     return hashlib.sha256(canonical_json(policy.model_dump(mode="json")).encode()).hexdigest()
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def _parse_overrides(overrides: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
-    if overrides is None:
-        return {}
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    parsed: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise PolicyError(f"policy override {item!r} must look like field=value")
-        k, v = item.split("=", 1)
-        parsed[k.strip()] = yaml.safe_load(v)
-    return parsed
-
-
 def load_policy(
     path: Path | str, overrides: Mapping[str, Any] | list[str] | None = None
 ) -> PromotionPolicy:
     """Read and validate a promotion policy; errors name the file, the field and the value."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PolicyError(f"{path}: no such policy file") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: cannot read policy file: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise PolicyError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    parsed = _parse_overrides(overrides)
-    for key, value in parsed.items():
-        _set_dotted(data, key, value)
-    try:
-        return PromotionPolicy.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{path}: invalid promotion policy"]
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "<root>"
-            msg = err["msg"].removeprefix("Value error, ")
-            origin = " (from an override)" if field in parsed else ""
-            if err["type"] == "extra_forbidden":
-                model = ApprovalPolicy if field.startswith("approval.") else PromotionPolicy
-                known = ", ".join(model.model_fields)
-                msg = f"unknown field (known: {known})"
-            lines.append(f"  {field}: {msg} (got {err.get('input')!r}){origin}")
-        raise PolicyError("\n".join(lines)) from None
+
+    def error(file: Path, detail: str) -> PolicyError:
+        return PolicyError(f"{file}: {detail}")
+
+    return load_yaml_model(
+        path, PromotionPolicy, what="promotion policy", error=error, overrides=overrides
+    )

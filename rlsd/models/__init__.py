@@ -2,7 +2,8 @@
 
 from rlsd.models.bundled import BUNDLED_NAME, locate_gguf
 from rlsd.models.config import LoraSettings, ModelConfig
-from rlsd.models.loader import LoadedPolicy, bundled_model_dir, load_policy, load_tokenizer
+from rlsd.models.loader import LoadedPolicy, bundled_model_dir, load_tokenizer
+from rlsd.models.policy import load_policy
 
 __all__ = [
     "BUNDLED_NAME",

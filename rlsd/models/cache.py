@@ -26,6 +26,20 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def dir_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of a model directory's weights: the one weights file's digest, or a digest over the
+    shards' names and digests; "unknown" when the directory has no weights file."""
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files:
+        return "unknown"
+    if len(files) == 1:
+        return cached_file_digest(files[0], cache_dir)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + cached_file_digest(f, cache_dir).encode())
+    return h.hexdigest()
+
+
 def cached_file_digest(path: Path, cache_dir: Path) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so a reload does not rehash 500 MB."""
     st = path.stat()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -22,12 +22,18 @@ from transformers import (
 
 from rlsd.models.attention import transformers_attn_implementation
 from rlsd.models.bundled import BUNDLED_NAME, locate_gguf
-from rlsd.models.cache import cached_file_digest, default_cache_dir, file_lock, sha256_file
+from rlsd.models.cache import (
+    cached_file_digest,
+    default_cache_dir,
+    dir_digest,
+    file_lock,
+    sha256_file,
+)
 from rlsd.models.config import ModelConfig
+from rlsd.models.dtypes import TORCH_DTYPES
 
 log = logging.getLogger("rlsd.models")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _META = "rlsd-source.json"
 
 
@@ -89,18 +95,6 @@ def bundled_model_dir(cache_dir: Path | None = None) -> tuple[Path, str]:
     return target, gguf_digest
 
 
-def _dir_digest(path: Path, cache_dir: Path) -> str:
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    if not files:
-        return "unknown"
-    if len(files) == 1:
-        return cached_file_digest(files[0], cache_dir)
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + cached_file_digest(f, cache_dir).encode())
-    return h.hexdigest()
-
-
 def load_tokenizer(path_or_id: str | Path) -> PreTrainedTokenizerBase:
     tok = AutoTokenizer.from_pretrained(str(path_or_id))
     # Left padding keeps every prompt's last token at the end, where generation continues.
@@ -133,16 +127,20 @@ def prepare_for_training(model: Any, tokenizer: Any, cfg: ModelConfig) -> Any:
     return model
 
 
-def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
-    """Load the policy named by ``cfg`` (see ModelConfig.name_or_path)."""
-    if cfg is None:
-        cfg = ModelConfig()
-    elif isinstance(cfg, str):
-        cfg = ModelConfig(name_or_path=cfg)
-    from rlsd.models.vlm import is_vision_language, load_vlm  # vlm imports this module
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under PEFT / DDP wrappers."""
+    if hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
 
-    if is_vision_language(cfg.name_or_path):
-        return load_vlm(cfg)
+
+def load_text_policy(cfg: ModelConfig) -> LoadedPolicy:
+    """Load the causal-LM policy named by ``cfg`` (see ModelConfig.name_or_path).
+
+    ``rlsd.models.policy.load_policy`` calls it for everything that is not a vision-language model.
+    """
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     t0 = time.perf_counter()
     name = cfg.name_or_path
@@ -152,7 +150,7 @@ def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
         source, digest, load_from = meta["source"], meta["safetensors_sha256"], str(path)
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser().resolve()
-        source, digest, load_from = f"local:{path}", _dir_digest(path, cache_dir), str(path)
+        source, digest, load_from = f"local:{path}", dir_digest(path, cache_dir), str(path)
     elif Path(name).expanduser().exists():
         raise ValueError(f"model.name_or_path={name!r} exists but is not a model directory")
     elif name.startswith(("/", "./", "../", "~")):
@@ -162,7 +160,7 @@ def load_policy(cfg: ModelConfig | str | None = None) -> LoadedPolicy:
         source, digest, load_from, path = f"hub:{name}", "hub", name, None
     model = AutoModelForCausalLM.from_pretrained(
         load_from,
-        dtype=_DTYPES[cfg.dtype],
+        dtype=TORCH_DTYPES[cfg.dtype],
         attn_implementation=transformers_attn_implementation(cfg.attn_implementation),
     )
     tokenizer = load_tokenizer(load_from)

@@ -1,4 +1,4 @@
-"""Vision-language policies: loading, tiny random models for tests, and encoding prompts with images.
+"""Vision-language policies: detection, processors, loading, and encoding prompts with images.
 
 Five families are supported, chosen from the model's ``config.json`` (``model_type``):
 ``qwen2_vl``, ``qwen2_5_vl``, ``qwen3_vl`` (M-RoPE, patch-sequence ``pixel_values`` +
@@ -18,14 +18,11 @@ import functools
 import inspect
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
@@ -36,16 +33,10 @@ from transformers import (
 from transformers.utils import is_torchvision_available
 
 from rlsd.models.bundled import BUNDLED_NAME
-from rlsd.models.cache import default_cache_dir
+from rlsd.models.cache import default_cache_dir, dir_digest
 from rlsd.models.config import ModelConfig
-from rlsd.models.loader import (
-    _DTYPES,
-    LoadedPolicy,
-    _dir_digest,
-    bundled_model_dir,
-    load_tokenizer,
-    prepare_for_training,
-)
+from rlsd.models.dtypes import TORCH_DTYPES
+from rlsd.models.loader import LoadedPolicy, prepare_for_training
 
 log = logging.getLogger("rlsd.models")
 
@@ -53,7 +44,7 @@ QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 IDEFICS_FAMILIES = ("smolvlm", "idefics3")
 FAMILIES = QWEN_FAMILIES + IDEFICS_FAMILIES
 
-_PROCESSOR_CLASS = {
+PROCESSOR_CLASSES = {
     "qwen2_vl": "Qwen2VLProcessor",
     "qwen2_5_vl": "Qwen2_5_VLProcessor",
     "qwen3_vl": "Qwen3VLProcessor",
@@ -118,7 +109,7 @@ def is_vision_language(config_or_path: Any) -> bool:
 
 
 @functools.cache
-def _image_only(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
+def image_only_processor_class(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """``cls`` without its video processor: loadable and callable without torchvision.
 
     ProcessorMixin takes its sub-processors from ``get_attributes()``; dropping
@@ -166,7 +157,7 @@ def _image_only(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
 def _processor_class(path_or_id: str, family: str) -> type[ProcessorMixin]:
     import transformers
 
-    name = _PROCESSOR_CLASS[family]
+    name = PROCESSOR_CLASSES[family]
     for fname in ("processor_config.json", "preprocessor_config.json"):
         f = Path(path_or_id) / fname
         if f.is_file():
@@ -183,7 +174,9 @@ def load_processor(path_or_id: str | Path, family: str) -> ProcessorMixin:
             return AutoProcessor.from_pretrained(path_or_id)
         except (OSError, ValueError, TypeError, ImportError) as exc:
             log.info("AutoProcessor failed for %s (%s); loading it image-only", path_or_id, exc)
-    return _image_only(_processor_class(path_or_id, family)).from_pretrained(path_or_id)
+    return image_only_processor_class(_processor_class(path_or_id, family)).from_pretrained(
+        path_or_id
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -192,7 +185,7 @@ def load_processor(path_or_id: str | Path, family: str) -> ProcessorMixin:
 def load_vlm(cfg: ModelConfig | str) -> LoadedVLM:
     """Load a vision-language policy from a local directory (or a hub id where a hub is reachable).
 
-    Same ModelConfig as ``load_policy``: dtype, attention kernel, gradient checkpointing, LoRA.
+    Same ModelConfig as ``rlsd.models.load_policy``: dtype, attention kernel, gradient checkpointing, LoRA.
     """
     if isinstance(cfg, str):
         cfg = ModelConfig(name_or_path=cfg)
@@ -202,7 +195,7 @@ def load_vlm(cfg: ModelConfig | str) -> LoadedVLM:
     path = Path(name).expanduser()
     if path.is_dir():
         path = path.resolve()
-        source, digest, load_from = f"local:{path}", _dir_digest(path, cache_dir), str(path)
+        source, digest, load_from = f"local:{path}", dir_digest(path, cache_dir), str(path)
     elif name.startswith(("/", "./", "../", "~")):
         raise FileNotFoundError(f"model.name_or_path={name!r}: no such directory")
     else:
@@ -215,7 +208,7 @@ def load_vlm(cfg: ModelConfig | str) -> LoadedVLM:
         )
     model = AutoModelForImageTextToText.from_pretrained(
         load_from,
-        dtype=_DTYPES[cfg.dtype],
+        dtype=TORCH_DTYPES[cfg.dtype],
         attn_implementation=(
             # vision towers choose code paths by the kernel's name: keep transformers' own
             "sdpa" if cfg.attn_implementation == "sdpa_grouped" else cfg.attn_implementation
@@ -320,262 +313,3 @@ def mm_token_type_ids(config: PretrainedConfig, input_ids: list[int]) -> list[in
     image = config.image_token_id
     video = getattr(config, "video_token_id", None)
     return [1 if t == image else 2 if t == video else 0 for t in input_ids]
-
-
-# --------------------------------------------------------------------------- tiny models
-
-_QWEN_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# Qwen3-VL: no default system turn; images rendered as in Qwen2-VL.
-_QWEN3_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# Idefics3 / SmolVLM ("User:<image>question<end_of_utterance>\nAssistant:"), string content too.
-_IDEFICS_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}"
-    "{% endif %}{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}"
-    "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-
-_QWEN_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-_IDEFICS_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
-    f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)
-]
-
-_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
-}
-
-
-def _tiny_config(family: str, tok) -> PretrainedConfig:
-    from transformers import (
-        Idefics3Config,
-        Qwen2_5_VLConfig,
-        Qwen2VLConfig,
-        Qwen3VLConfig,
-        SmolVLMConfig,
-    )
-
-    ids = {
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id,
-    }
-    text = {"vocab_size": len(tok), **_TEXT, **ids, "tie_word_embeddings": True}
-    if family in QWEN_FAMILIES:
-        qwen_ids = {
-            "image_token_id": tok.convert_tokens_to_ids("<|image_pad|>"),
-            "video_token_id": tok.convert_tokens_to_ids("<|video_pad|>"),
-            "vision_start_token_id": tok.convert_tokens_to_ids("<|vision_start|>"),
-            "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>"),
-        }
-        if family == "qwen2_vl":
-            # head_dim 16 -> 8 rotary frequencies split (temporal, height, width) like 16/24/24.
-            rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
-            vision = {
-                "depth": 2,
-                "embed_dim": 32,
-                "hidden_size": 64,
-                "num_heads": 2,
-                "mlp_ratio": 2,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-            }
-            return Qwen2VLConfig(
-                text_config={**text, "rope_parameters": rope},
-                vision_config=vision,
-                tie_word_embeddings=True,
-                **qwen_ids,
-            )
-        if family == "qwen2_5_vl":
-            rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
-            vision = {
-                "depth": 2,
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_heads": 2,
-                "out_hidden_size": 64,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "window_size": 56,  # layer 0 windowed attention, layer 1 full
-                "fullatt_block_indexes": [1],
-            }
-            return Qwen2_5_VLConfig(
-                text_config={**text, "rope_parameters": rope},
-                vision_config=vision,
-                tie_word_embeddings=True,
-                **qwen_ids,
-            )
-        # qwen3_vl: interleaved M-RoPE, deepstack features from vision layer 0 into LM layer 0.
-        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "num_position_embeddings": 16,
-            "deepstack_visual_indexes": [0],
-        }
-        return Qwen3VLConfig(
-            text_config={**text, "head_dim": 16, "rope_parameters": rope},
-            vision_config=vision,
-            tie_word_embeddings=True,
-            **qwen_ids,
-        )
-    # smolvlm / idefics3: 32x32 tiles of 8x8 patches, pixel shuffle 2 -> 4 tokens per tile.
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-    }
-    cls = SmolVLMConfig if family == "smolvlm" else Idefics3Config
-    return cls(
-        text_config={**text, "model_type": "llama"},
-        vision_config=vision,
-        scale_factor=2,
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-    )
-
-
-def _tiny_processor(family: str, tok) -> ProcessorMixin:
-    import transformers
-
-    cls = _image_only(getattr(transformers, _PROCESSOR_CLASS[family]))
-    if family in QWEN_FAMILIES:
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-            Qwen2VLImageProcessorPil,
-        )
-
-        patch = 16 if family == "qwen3_vl" else 14
-        factor = patch * 2
-        image_processor = Qwen2VLImageProcessorPil(
-            size={"shortest_edge": (2 * factor) ** 2, "longest_edge": (4 * factor) ** 2},
-            patch_size=patch,
-            temporal_patch_size=2,
-            merge_size=2,
-        )
-        template = _QWEN3_TEMPLATE if family == "qwen3_vl" else _QWEN_TEMPLATE
-        return cls(image_processor=image_processor, tokenizer=tok, chat_template=template)
-    if family == "smolvlm":
-        from transformers.models.smolvlm.image_processing_pil_smolvlm import (
-            SmolVLMImageProcessorPil as ImageProcessor,
-        )
-    else:
-        from transformers.models.idefics3.image_processing_pil_idefics3 import (
-            Idefics3ImageProcessorPil as ImageProcessor,
-        )
-    # An image is resized to at most 64 px a side and cut into 32 px tiles plus a global view.
-    image_processor = ImageProcessor(
-        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
-    )
-    return cls(
-        image_processor=image_processor,
-        tokenizer=tok,
-        image_seq_len=4,
-        chat_template=_IDEFICS_TEMPLATE,
-    )
-
-
-def make_tiny_vlm(
-    family: str,
-    out_dir: str | Path,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-) -> Path:
-    """Write a tiny random ``family`` model + processor (bundled SmolLM2 tokenizer) to ``out_dir``.
-
-    Text model: hidden 64, 2 layers, 4 heads (2 KV heads); vision tower: 2 layers, width 32.
-    A 64x64 image is 4 tokens for Qwen2/2.5-VL and Qwen3-VL, and 5 tiles x 4 tokens (plus
-    tile markers) for SmolVLM / Idefics3. Loads with ``load_vlm``. Returns ``out_dir``.
-    """
-    from transformers import AutoModelForImageTextToText as AutoVLM
-
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
-    out = Path(out_dir)
-    if (out / "config.json").exists():
-        return out
-    src, _ = bundled_model_dir(Path(cache_dir) if cache_dir else None)
-    tok = load_tokenizer(src)
-    tokens = _QWEN_TOKENS if family in QWEN_FAMILIES else _IDEFICS_TOKENS
-    tok.add_special_tokens({"additional_special_tokens": tokens})
-    config = _tiny_config(family, tok)
-    torch.manual_seed(seed)
-    model = AutoVLM.from_config(config, dtype=torch.float32)
-    eos = [tok.eos_token_id]
-    if family in IDEFICS_FAMILIES:
-        eos.insert(0, tok.convert_tokens_to_ids("<end_of_utterance>"))
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    processor = _tiny_processor(family, tok)
-    # Written aside and renamed, so an interrupted build never leaves a half model behind.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        if out.exists() and not any(out.iterdir()):
-            out.rmdir()
-        tmp.rename(out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "config.json").exists():  # not a concurrent build of the same model
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from rlsd.configs.loading import read_yaml_mapping, validate_model
 
 DEFAULT_PIPELINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline.yaml"
 
@@ -66,21 +67,13 @@ class PipelineConfig(BaseModel):
 def load_pipeline_config(
     path: Path | str | None = None, overrides: dict[str, Any] | None = None
 ) -> PipelineConfig:
-    path = Path(path) if path is not None else DEFAULT_PIPELINE_CONFIG
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise PipelineConfigError(f"{path}: pipeline config not found") from None
-    except yaml.YAMLError as exc:
-        raise PipelineConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PipelineConfigError(f"{path}: expected a mapping at the top level")
+    """The pipeline config of ``path`` (the embedded one unless given); ``overrides`` are
+    top-level fields (None values ignored)."""
+    where = Path(path) if path is not None else DEFAULT_PIPELINE_CONFIG
+
+    def error(file: Path, detail: str) -> PipelineConfigError:
+        return PipelineConfigError(f"{file}: {detail}")
+
+    data = read_yaml_mapping(where, error=error)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{path}: {where}: {err['msg']} (got {err.get('input')!r})")
-        raise PipelineConfigError("\n".join(lines)) from None
+    return validate_model(PipelineConfig, data, where, what="pipeline config", error=error)

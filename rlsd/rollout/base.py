@@ -80,6 +80,55 @@ class RolloutEngine(Protocol):
         ...
 
 
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Ids that end a completion: the model's generation-config eos ids and the tokenizer's."""
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return set(ids)
+
+
+def generate_sampling_kwargs(settings: SamplingSettings) -> dict[str, Any]:
+    """``model.generate`` keywords for ``settings`` (greedy clears the config's sampling knobs,
+    which would otherwise warn)."""
+    kwargs: dict[str, Any] = {"do_sample": settings.do_sample}
+    if settings.do_sample:
+        kwargs.update(
+            temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None
+        )
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def trim_at_stops(
+    generated: list[list[int]], eos_ids: set[int], stopped_at: dict[int, int] | None = None
+) -> tuple[list[list[int]], list[bool]]:
+    """Cut each row of ``model.generate``'s output where it ended; return (responses, truncated).
+
+    A row ends at its first eos (kept: it was sampled) or at the length where its text first hit
+    a stop (``stopped_at[row]``, from ``TextStop``), whichever comes first; rows that did neither
+    ran to max_new_tokens and are truncated. The rows are cut here, not by pad tokens, because
+    generate pads finished rows with the pad id, which for many chat models is the eos id.
+    """
+    stopped_at = stopped_at or {}
+    responses: list[list[int]] = []
+    truncated: list[bool] = []
+    for i, toks in enumerate(generated):
+        length = len(toks)
+        ended = False
+        for j, tok in enumerate(toks):
+            if tok in eos_ids:
+                length, ended = j + 1, True  # the eos is part of the response: it is sampled
+                break
+        if i in stopped_at and stopped_at[i] <= length:
+            length, ended = stopped_at[i], True
+        responses.append(toks[:length])
+        truncated.append(not ended)
+    return responses, truncated
+
+
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed from parts, stable across processes and Python runs (unlike hash())."""
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()

@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
-from rlsd.models.attention import SDPA_GROUPED
+from rlsd.models.attention import SDPA_GROUPED, GroupPrefix
 from rlsd.rollout.base import SamplingSettings
 
 
@@ -106,7 +106,8 @@ class GroupPrefixLayer(PreallocatedLayer):
 
     The prefill's keys and values (one row per distinct prompt) stay as they are; decode steps
     write the G rows' own keys and values into preallocated capacity. Attention over the prompt
-    then reads its keys once per group instead of once per row (``cascade_decode_attention``):
+    then reads its keys once per group instead of once per row
+    (``rlsd.models.attention.cascade_decode_attention``):
     at a 1,000-token prompt and G = 8 that is most of a decode step's memory traffic.
     """
 
@@ -137,67 +138,6 @@ class GroupPrefixLayer(PreallocatedLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
             super().batch_select_indices(indices)
-
-
-@dataclass
-class GroupPrefix:
-    """What ``cascade_decode_attention`` needs besides the module and its query."""
-
-    cache: Cache
-    prefix_mask: torch.Tensor  # [groups, prompt width] bool, False at left padding
-    rows: torch.Tensor  # [live rows] original row of each batch row (group * G + j)
-    group_size: int
-
-
-def cascade_decode_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    state: GroupPrefix,
-    scaling: float,
-) -> torch.Tensor:
-    """One decode step's attention: each row's query over its group's prompt (read once per
-    group) and over its own tokens, merged by their log-sum-exps. Exactly softmax attention over
-    the concatenation (tested against transformers' attention over a repeated cache).
-
-    ``query`` [n, heads, 1, d]; ``key`` / ``value`` the rows' own tokens [n, kv_heads, t, d].
-    Returns [n, 1, heads, d].
-    """
-    layer = state.cache.layers[module.layer_idx]
-    kp, vp = layer.prefix_keys.float(), layer.prefix_values.float()
-    n, heads, _, d = query.shape
-    groups, kv_heads, width, _ = kp.shape
-    g, size = heads // kv_heads, state.group_size
-    q = query.float().view(n, kv_heads, g, d)  # query head h reads key/value head h // g
-    # The group's prompt: its rows' queries side by side (finished rows' slots stay zero).
-    slots = q.new_zeros(groups * size, kv_heads, g, d)
-    slots[state.rows] = q
-    slots = (
-        slots.view(groups, size, kv_heads, g, d).transpose(1, 2).reshape(groups, kv_heads, -1, d)
-    )
-    sp = torch.matmul(slots, kp.transpose(-1, -2)).mul_(scaling)
-    sp.masked_fill_(~state.prefix_mask[:, None, None, :], float("-inf"))
-    mp = sp.amax(dim=-1, keepdim=True)
-    ep = sp.sub_(mp).exp_()
-    lp = ep.sum(dim=-1, keepdim=True)
-    op = torch.matmul(ep, vp)
-
-    def per_row(t: torch.Tensor) -> torch.Tensor:
-        t = t.view(groups, kv_heads, size, g, -1).transpose(1, 2)
-        return t.reshape(groups * size, kv_heads, g, -1)[state.rows]
-
-    op, mp, lp = per_row(op), per_row(mp), per_row(lp)
-    # The row's own tokens (the current one included: the cache was updated first).
-    ss = torch.matmul(q, key.float().transpose(-1, -2)).mul_(scaling)
-    ms = ss.amax(dim=-1, keepdim=True)
-    es = ss.sub_(ms).exp_()
-    ls = es.sum(dim=-1, keepdim=True)
-    os_ = torch.matmul(es, value.float())
-    m = torch.maximum(mp, ms)
-    a, b = (mp - m).exp_(), (ms - m).exp_()
-    out = (op * a + os_ * b) / (lp * a + ls * b)
-    return out.view(n, 1, heads, d).to(query.dtype)
 
 
 # --------------------------------------------------------------------------------------------

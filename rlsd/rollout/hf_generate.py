@@ -19,7 +19,14 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from rlsd.rollout.base import RolloutBatch, SamplingSettings, derive_seed
+from rlsd.rollout.base import (
+    RolloutBatch,
+    SamplingSettings,
+    derive_seed,
+    eos_token_ids,
+    generate_sampling_kwargs,
+    trim_at_stops,
+)
 from rlsd.rollout.decode import decode_groups
 
 
@@ -79,14 +86,7 @@ class HFGenerateEngine:
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
         self.decode = decode
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        return set(ids)
+        self.eos_ids = eos_token_ids(model, tokenizer)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         # generate() runs on the live policy module: nothing to copy.
@@ -163,13 +163,7 @@ class HFGenerateEngine:
         if settings.stop or settings.stop_regex:
             stopper = TextStop(self.tokenizer, width, settings.stop, settings.stop_regex)
             criteria.append(stopper)
-        kwargs: dict = {"do_sample": settings.do_sample}
-        if settings.do_sample:
-            kwargs.update(
-                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None
-            )
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs = generate_sampling_kwargs(settings)
         torch.manual_seed(seed)
         out = self.model.generate(
             input_ids=input_ids.to(device),
@@ -180,17 +174,6 @@ class HFGenerateEngine:
             **kwargs,
         )
         generated = out[:, width:].cpu().tolist()
-        responses: list[list[int]] = []
-        truncated: list[bool] = []
-        for i, toks in enumerate(generated):
-            length = len(toks)
-            ended = False
-            for j, tok in enumerate(toks):
-                if tok in self.eos_ids:
-                    length, ended = j + 1, True  # the eos is part of the response: it is sampled
-                    break
-            if stopper is not None and i in stopper.stopped_at and stopper.stopped_at[i] <= length:
-                length, ended = stopper.stopped_at[i], True
-            responses.append(toks[:length])
-            truncated.append(not ended)
-        return responses, truncated
+        return trim_at_stops(
+            generated, self.eos_ids, stopper.stopped_at if stopper is not None else None
+        )

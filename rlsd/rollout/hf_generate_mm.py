@@ -17,9 +17,16 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
 
 from rlsd.models.vlm import QWEN_FAMILIES
-from rlsd.rollout.base import RolloutBatch, SamplingSettings, derive_seed
+from rlsd.models.vlm_inputs import collate_vision, mm_family, placeholder_ids
+from rlsd.rollout.base import (
+    RolloutBatch,
+    SamplingSettings,
+    derive_seed,
+    eos_token_ids,
+    generate_sampling_kwargs,
+    trim_at_stops,
+)
 from rlsd.rollout.hf_generate import TextStop
-from rlsd.train.forward_mm import collate_vision, mm_family, placeholder_ids
 
 
 class HFGenerateEngineMM:
@@ -42,14 +49,7 @@ class HFGenerateEngineMM:
         self.max_batch_sequences = max_batch_sequences
         self.suppress_placeholders = suppress_placeholders
         self.family = mm_family(model)
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        return set(ids)
+        self.eos_ids = eos_token_ids(model, tokenizer)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         # generate() runs on the live policy module: nothing to copy.
@@ -124,13 +124,7 @@ class HFGenerateEngineMM:
         if settings.stop or settings.stop_regex:
             stopper = TextStop(self.tokenizer, width, settings.stop, settings.stop_regex)
             criteria.append(stopper)
-        kwargs: dict = {"do_sample": settings.do_sample}
-        if settings.do_sample:
-            kwargs.update(
-                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None
-            )
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs = generate_sampling_kwargs(settings)
         if self.suppress_placeholders:
             kwargs["suppress_tokens"] = sorted(placeholder_ids(self.model))
         torch.manual_seed(seed)
@@ -142,17 +136,6 @@ class HFGenerateEngineMM:
             **kwargs,
         )
         generated = out[:, width:].cpu().tolist()
-        responses: list[list[int]] = []
-        truncated: list[bool] = []
-        for i, toks in enumerate(generated):
-            length = len(toks)
-            ended = False
-            for j, tok in enumerate(toks):
-                if tok in self.eos_ids:
-                    length, ended = j + 1, True  # the eos is part of the response: it is sampled
-                    break
-            if stopper is not None and i in stopper.stopped_at and stopper.stopped_at[i] <= length:
-                length, ended = stopper.stopped_at[i], True
-            responses.append(toks[:length])
-            truncated.append(not ended)
-        return responses, truncated
+        return trim_at_stops(
+            generated, self.eos_ids, stopper.stopped_at if stopper is not None else None
+        )

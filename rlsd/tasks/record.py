@@ -12,21 +12,11 @@ separates RLSD from OPSD (see ``docs/rlsd-method.md``), so the model validator e
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: Privileged contexts shorter than this (after whitespace normalisation) are not checked for
-#: leaks: a two-character answer such as "10" legitimately appears in many prompts.
-MIN_LEAK_CHECK_CHARS = 8
-
-_WS = re.compile(r"\s+")
-
-
-def _normalise(text: str) -> str:
-    """Collapse whitespace runs and casefold, so a leak cannot hide behind re-wrapping."""
-    return _WS.sub(" ", text).strip().casefold()
+from rlsd.tasks import leak
 
 
 class ChatMessage(BaseModel):
@@ -61,11 +51,8 @@ class Task(BaseModel):
 
     @model_validator(mode="after")
     def _student_prompt_has_no_privileged_context(self) -> Task:
-        hint = _normalise(self.privileged_context)
-        if len(hint) < MIN_LEAK_CHECK_CHARS:
-            return self
         for i, message in enumerate(self.prompt):
-            if hint in _normalise(message.content):
+            if leak.contains(message.content, self.privileged_context):
                 raise ValueError(
                     f"task {self.id!r}: the student prompt (message {i}, role "
                     f"{message.role!r}) contains the privileged context; the student must "

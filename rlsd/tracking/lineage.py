@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlsd.tables import md_table
 from rlsd.tracking import conventions as C
 
 
@@ -132,14 +133,6 @@ def collect_lineage(ref: str) -> Lineage:
     return lin
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    def cell(x: Any) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
-
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(out + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]) + "\n"
-
-
 _TRAIN_KEYS = (
     "algo.name", "model.name_or_path", "run.steps", "run.seed", "rollout.group_size",
     "rollout.prompts_per_step", "rollout.sampling.temperature", "optim.lr", "algo.lam0",
@@ -152,7 +145,7 @@ def render_markdown(lin: Lineage) -> str:
     t = lin.version_tags
     out = [f"# Lineage of `{lin.name}` version {lin.version}", ""]
     out.append(
-        _table(
+        md_table(
             ["field", "value"],
             [
                 ["aliases", ", ".join(lin.aliases) or "—"],
@@ -177,7 +170,7 @@ def render_markdown(lin: Lineage) -> str:
                    f"`{m['policy']['digest']}` (privileged text in artifacts: "
                    f"{m['policy']['store_privileged_text']}).\n")  # fmt: skip
         out.append(
-            _table(
+            md_table(
                 ["source", "url", "domain", "rows", "tasks", "quarantined", "redactions"],
                 [
                     [
@@ -198,7 +191,7 @@ def render_markdown(lin: Lineage) -> str:
     if lin.validation:
         out += ["### Validation (Great Expectations)", ""]
         out.append(
-            _table(
+            md_table(
                 ["source", "rows", "tasks", "quarantined", "bad fraction", "max", "failed checks"],
                 [
                     [
@@ -225,7 +218,7 @@ def render_markdown(lin: Lineage) -> str:
         names = sorted({k.split(".")[1] for k in prm if k.startswith("verifier.")})
         out.append(f"Sandbox: **{prm.get('sandbox', '—')}**\n")
         out.append(
-            _table(
+            md_table(
                 ["verifier", "status", "red team", "spec sha256", "image id"],
                 [
                     [
@@ -249,14 +242,14 @@ def render_markdown(lin: Lineage) -> str:
                        f"{met.get('summary.reward_last', float('nan')):.3f}",
                        f"{met.get('summary.seconds_per_step', float('nan')):.1f}"])  # fmt: skip
     out.append(
-        _table(
+        md_table(
             ["arm", "run", "model", "steps", "seed", "G", "prompts/step", "train reward", "s/step"],
             rows,
         )  # fmt: skip
     )
     out += ["## Evaluation (held-out, same tasks and verifiers)", ""]
     out.append(
-        _table(
+        md_table(
             ["model", "accuracy", "tasks", "evaluated"],
             [
                 [
@@ -284,7 +277,7 @@ def render_markdown(lin: Lineage) -> str:
     out += ["", "## Approval", ""]
     if lin.approval:
         a = lin.approval
-        out.append(_table(["decision", "approver", "mode", "at", "reason"],
+        out.append(md_table(["decision", "approver", "mode", "at", "reason"],
                           [[a["decision"], a["approver"], a["mode"], a["at"], a["reason"]]]))  # fmt: skip
     else:
         out.append("_no approval recorded (the gate failed, or the run is still waiting)_\n")
@@ -294,7 +287,7 @@ def render_markdown(lin: Lineage) -> str:
     if lin.packages:
         out += ["## Package versions", ""]
         out.append(
-            _table(["package", "version"], [[k, v] for k, v in sorted(lin.packages.items())])
+            md_table(["package", "version"], [[k, v] for k, v in sorted(lin.packages.items())])
         )
     return "\n".join(out)
 

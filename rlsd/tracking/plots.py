@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ARM_COLOURS",
     "DEFAULT_CURVE_METRICS",
+    "PIPELINE_CURVE_METRICS",
     "PHASES",
     "ArmSource",
     "MetricsFileWarning",
@@ -42,6 +43,8 @@ ArmSource = Path | str | Sequence[Mapping[str, Any]]
 """A metrics.jsonl path, a run directory holding one, or rows already loaded."""
 
 DEFAULT_CURVE_METRICS: tuple[str, ...] = ("reward/mean", "eval/accuracy", "actor/entropy")
+#: the pipeline's panels: the defaults plus the share of groups with no learning signal
+PIPELINE_CURVE_METRICS: tuple[str, ...] = (*DEFAULT_CURVE_METRICS, "groups/zero_variance_frac")
 
 METRIC_LABELS: dict[str, str] = {
     "reward/mean": "Train reward (mean)",

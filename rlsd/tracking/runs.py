@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rlsd.configs.loading import flatten
 from rlsd.tracking import conventions as C
 
 DEFAULT_DIR = Path("runs/mlflow")
@@ -173,16 +174,9 @@ def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", artifact_file)
 
 
-def flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_params(d: dict[str, Any]) -> dict[str, str]:
     """Nested config -> ``section.field`` params (MLflow caps a value at 6000 characters)."""
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_params(v, key + "."))
-        else:
-            out[key] = str(v)[:6000]
-    return out
+    return {k: str(v)[:6000] for k, v in flatten(d).items()}
 
 
 def log_params(params: dict[str, str]) -> None:

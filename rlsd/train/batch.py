@@ -6,6 +6,7 @@ import random
 
 from transformers import PreTrainedTokenizerBase
 
+from rlsd.tasks import leak
 from rlsd.tasks.record import Task
 
 
@@ -43,8 +44,8 @@ def student_prompt_ids(tokenizer: PreTrainedTokenizerBase, task: Task) -> list[i
     text = tokenizer.apply_chat_template(
         task.messages(), add_generation_prompt=True, tokenize=False
     )
-    privileged = task.privileged_context.strip()
-    if privileged and privileged in text:
+    # the rendered template, not just the messages: a template may add text of its own
+    if leak.contains(text, task.privileged_context):
         raise PrivilegedLeakError(
             f"task {task.id!r} (source {task.source!r}): the student prompt contains the "
             "privileged context; refusing to train on it"

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rlsd.algo.methods import METHODS, method_names
+from rlsd.configs.loading import load_yaml_model
 from rlsd.models.config import ModelConfig
 from rlsd.rollout.base import SamplingSettings
 from rlsd.tasks import (
@@ -67,10 +69,11 @@ class TaskConfig(_Strict):
 
 
 class AlgoConfig(_Strict):
-    name: Literal["grpo", "rlsd", "opsd"] = Field(
+    name: str = Field(
         "rlsd",
-        description="grpo: uniform credit (the control arm); rlsd: verifier direction + "
-        "self-teacher token magnitude; opsd: JSD distillation to the self-teacher (baseline).",
+        description="The training method, a name in rlsd.algo.methods: grpo: uniform credit (the "
+        "control arm); rlsd: verifier direction + self-teacher token magnitude; opsd: JSD "
+        "distillation to the self-teacher (baseline).",
     )
     advantage: Literal["grpo", "dr_grpo"] = Field(
         "grpo", description="grpo: (R - mean) / (std + 1e-6); dr_grpo: R - mean (no std)."
@@ -88,6 +91,15 @@ class AlgoConfig(_Strict):
     )
     opsd_beta: float = Field(0.5, gt=0.0, lt=1.0, description="OPSD generalised-JSD β.")
 
+    @field_validator("name")
+    @classmethod
+    def _registered_method(cls, name: str) -> str:
+        # checked against the registry when the config is read, so a typo fails before any
+        # model is loaded, and a method registered in code needs no edit here
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; valid: {method_names()}")
+        return name
+
 
 class TeacherConfig(_Strict):
     sync_interval: int = Field(
@@ -102,8 +114,19 @@ class TeacherConfig(_Strict):
         "{privileged_context} the task's privileged context.",
     )
     temperature: float | None = Field(
-        None, gt=0.0, description="Temperature of the teacher's log-probs; None = sampling's."
+        None,
+        gt=0.0,
+        description="Temperature of the teacher's pass only (its log-probs or distribution); "
+        "None = sampling's. The student's side always uses the sampling temperature.",
     )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields(cls, template: str) -> str:
+        for key in ("{question}", "{privileged_context}"):
+            if key not in template:
+                raise ValueError(f"must contain {key}")
+        return template
 
 
 class RolloutConfig(_Strict):
@@ -191,64 +214,22 @@ class TrainConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
-    @model_validator(mode="after")
-    def _teacher_template_fields(self) -> TrainConfig:
-        for key in ("{question}", "{privileged_context}"):
-            if key not in self.teacher.prompt_template:
-                raise ValueError(f"teacher.prompt_template must contain {key}")
-        return self
-
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file, field and value."""
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = value
+def _config_error(path: Path, detail: str) -> ConfigError:
+    if detail == "no such file":
+        detail = "no such config file"
+    return ConfigError(f"{path}: {detail}")
 
 
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
 ) -> TrainConfig:
     """Read a YAML config (or the defaults) and apply ``key.sub=value`` overrides."""
-    data: dict[str, Any] = {}
-    where = "<defaults>"
-    if path is not None:
-        where = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{where}: no such config file") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{where}: the top level must be a mapping, got {type(data).__name__}"
-            )
-    if isinstance(overrides, list):
-        parsed = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.field=value")
-            k, v = item.split("=", 1)
-            parsed[k.strip()] = yaml.safe_load(v)
-        overrides = parsed
-    for k, v in (overrides or {}).items():
-        _set_dotted(data, k, v)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {field}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"{where}: invalid configuration\n" + "\n".join(lines)) from None
+    return load_yaml_model(path, TrainConfig, error=_config_error, overrides=overrides, base={})
 
 
 def dump_config(cfg: TrainConfig) -> str:

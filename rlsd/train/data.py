@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlsd.tasks import Task, generate_tasks
 from rlsd.train.config import TaskConfig
+
+if TYPE_CHECKING:
+    from rlsd.context.snapshot import Snapshot
 
 
 class DatasetError(ValueError):
@@ -23,8 +26,10 @@ class RunTasks:
     image_stores: list[Any] = field(default_factory=list)
 
 
-def load_run_tasks(cfg: TaskConfig) -> RunTasks:
-    if cfg.dataset is None:
+def load_run_tasks(cfg: TaskConfig, snapshot: Snapshot | None = None) -> RunTasks:
+    """The run's tasks: from ``snapshot`` when one is given (already loaded, e.g. by the ingest
+    stage), else from the snapshot at ``cfg.dataset``, else from ``cfg.generator``."""
+    if snapshot is None and cfg.dataset is None:
         gen_cfg = getattr(cfg, cfg.generator)
         train, heldout = generate_tasks(cfg.generator, gen_cfg)
         stores = []
@@ -34,9 +39,12 @@ def load_run_tasks(cfg: TaskConfig) -> RunTasks:
             image_dir = getattr(gen_cfg, "image_dir", None)
             stores = [ImageStore(image_dir) if image_dir else default_image_store()]
         return RunTasks(train, heldout, {"generator": cfg.generator}, stores)
-    from rlsd.context.snapshot import load_snapshot
+    if snapshot is not None:
+        snap = snapshot
+    else:
+        from rlsd.context.snapshot import load_snapshot
 
-    snap = load_snapshot(cfg.dataset)
+        snap = load_snapshot(cfg.dataset)
     domains = cfg.domains
     if domains:
         unknown = sorted(set(domains) - set(snap.domains))
@@ -49,7 +57,7 @@ def load_run_tasks(cfg: TaskConfig) -> RunTasks:
         raise DatasetError(
             f"task.dataset {snap.path}: no training tasks"
             + (f" in domains {domains}" if domains else "")
-            + f"; its counts per domain: {snap.manifest['counts']['by_domain']}"
+            + f"; its counts per domain: {_domain_counts(snap)}"
         )
     lineage = {
         "dataset": str(snap.path),
@@ -59,6 +67,10 @@ def load_run_tasks(cfg: TaskConfig) -> RunTasks:
         "heldout": len(heldout),
     }
     return RunTasks(train, heldout, lineage, [snap.image_store])
+
+
+def _domain_counts(snap: Snapshot) -> dict[str, dict[str, int]]:
+    return {d: c.model_dump() for d, c in snap.manifest.counts.by_domain.items()}
 
 
 def eval_subset(tasks: list[Task], n: int) -> list[Task]:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaModel
 
+from rlsd.models.loader import unwrap
+
 
 @dataclass
 class ResponseIndex:
@@ -46,15 +48,6 @@ class ResponseIndex:
         return out.index_put((self.rows, self.cols), values)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under PEFT / DDP wrappers."""
-    if hasattr(model, "module"):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
 def output_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     head = unwrap(model).get_output_embeddings()
     return head.weight, getattr(head, "bias", None)
@@ -70,6 +63,41 @@ def _decoder(model: nn.Module) -> nn.Module:
     return unwrap(model).get_decoder()
 
 
+def right_pad(
+    rows: list[list[int]], pad: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[len(rows), width]`` long ids and their 0/1 mask (width: longest row, >= 1)."""
+    width = max(max((len(r) for r in rows), default=0), 1) if width is None else width
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):  # positions 0..len-1 are the real ones
+        if r:
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def gather_response_hidden(
+    first: torch.Tensor, hidden: torch.Tensor | None, responses: list[list[int]]
+) -> torch.Tensor:
+    """The shared-prefix passes' result: ``[M, H]`` in ResponseIndex order.
+
+    ``first[i]`` (the prefix's last hidden state) predicts response i's token 0 and
+    ``hidden[i, j]`` (the response pass over ``responses[i][:-1]``) its token j + 1; ``hidden``
+    is None when no response has more than one token. Empty responses contribute nothing.
+    """
+    out_rows = []
+    for i, r in enumerate(responses):
+        if not r:
+            continue
+        out_rows.append(first[i : i + 1])
+        if len(r) > 1:
+            out_rows.append(hidden[i, : len(r) - 1])
+    if not out_rows:
+        return first[:0]
+    return torch.cat(out_rows, dim=0)
+
+
 def response_hidden_plain(
     model: nn.Module,
     prompts: list[list[int]],
@@ -82,13 +110,7 @@ def response_hidden_plain(
     [M, H] in ResponseIndex order. Gradients flow when called with grad enabled.
     """
     device = next(model.parameters()).device
-    seqs = [p + r[:-1] for p, r in zip(prompts, responses, strict=True)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):  # right padding: positions 0..len-1 are the real ones
-        ids[i, : len(s)] = torch.tensor(s)
-        attn[i, : len(s)] = 1
+    ids, attn = right_pad([p + r[:-1] for p, r in zip(prompts, responses, strict=True)], pad_id)
     hidden = _decoder(model)(
         input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False
     ).last_hidden_state
@@ -119,15 +141,10 @@ def response_hidden_shared_prefix(
     device = next(model.parameters()).device
     decoder = _decoder(model)
     b = len(prefixes)
-    width = max(len(p) for p in prefixes)
-    pids = torch.full((b, width), pad_id, dtype=torch.long)
-    pmask = torch.zeros_like(pids)
     # Right padding: a padded query still sees its row's real tokens, so no attention row is
     # fully masked (fully masked rows give NaN in fused bf16 kernels, and NaN reaches real rows
     # through 0 * NaN in the value product).
-    for i, p in enumerate(prefixes):
-        pids[i, : len(p)] = torch.tensor(p)
-        pmask[i, : len(p)] = 1
+    pids, pmask = right_pad(prefixes, pad_id)
     plen = pmask.sum(-1)
     out = decoder(
         input_ids=pids.to(device),
@@ -141,13 +158,9 @@ def response_hidden_shared_prefix(
 
     rest = [r[:-1] for r in responses]
     rwidth = max((len(r) for r in rest), default=0)
+    hidden = None
     if rwidth > 0:
-        rids = torch.full((len(rest), rwidth), pad_id, dtype=torch.long)
-        rmask = torch.zeros_like(rids)
-        for i, r in enumerate(rest):
-            if r:
-                rids[i, : len(r)] = torch.tensor(r)
-                rmask[i, : len(r)] = 1
+        rids, rmask = right_pad(rest, pad_id, rwidth)
         rpos = plen.repeat_interleave(group_size)[:, None] + torch.arange(rwidth)[None, :]
         full_mask = torch.cat([pmask.repeat_interleave(group_size, dim=0), rmask], dim=1)
         hidden = decoder(
@@ -157,11 +170,4 @@ def response_hidden_shared_prefix(
             use_cache=True,
             **{_CACHE_KW: cache},
         ).last_hidden_state
-    out_rows = []
-    for i, r in enumerate(responses):
-        if not r:
-            continue
-        out_rows.append(first[i : i + 1])
-        if len(r) > 1:
-            out_rows.append(hidden[i, : len(r) - 1])
-    return torch.cat(out_rows, dim=0)
+    return gather_response_hidden(first, hidden, responses)

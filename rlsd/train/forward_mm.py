@@ -28,23 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlsd.models.vlm import IDEFICS_FAMILIES, QWEN_FAMILIES
-from rlsd.train.forward import unwrap
+from rlsd.models.loader import unwrap
+from rlsd.models.vlm import QWEN_FAMILIES
+from rlsd.models.vlm_inputs import collate_vision, mm_family, placeholder_ids
+from rlsd.train.forward import gather_response_hidden, right_pad
 
-__all__ = [
-    "collate_vision",
-    "mm_family",
-    "placeholder_ids",
-    "response_hidden_plain_mm",
-    "response_hidden_shared_prefix_mm",
-]
-
-
-def mm_family(model: nn.Module) -> str:
-    family = unwrap(model).config.model_type
-    if family not in QWEN_FAMILIES + IDEFICS_FAMILIES:
-        raise ValueError(f"not a supported vision-language model: model_type {family!r}")
-    return family
+__all__ = ["response_hidden_plain_mm", "response_hidden_shared_prefix_mm"]
 
 
 def _mm_base(model: nn.Module) -> nn.Module:
@@ -52,64 +41,9 @@ def _mm_base(model: nn.Module) -> nn.Module:
     return unwrap(model).model
 
 
-def placeholder_ids(model: nn.Module) -> set[int]:
-    """Token ids the model replaces with vision features wherever they occur in ``input_ids``."""
-    config = unwrap(model).config
-    ids = {getattr(config, "image_token_id", None), getattr(config, "video_token_id", None)}
-    return {int(i) for i in ids if i is not None}
-
-
 def _cache_kw(base: nn.Module) -> str:
     params = inspect.signature(type(base).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def collate_vision(
-    family: str, prompts: list[dict[str, Any]], device: torch.device | str = "cpu"
-) -> dict[str, torch.Tensor]:
-    """Batch the vision tensors of ``prompts`` (one per row, in row order) for one forward.
-
-    Qwen-VL: patch sequences and grids concatenated (the model splits them by grid).
-    SmolVLM / Idefics3: ``[rows, max_tiles, 3, H, W]`` with all-zero padding tiles (which the
-    model drops) and ``pixel_attention_mask`` False on padding. Rows without images are fine.
-    Returns {} when no prompt has images.
-    """
-    with_images = [p for p in prompts if p.get("pixel_values") is not None]
-    if not with_images:
-        return {}
-    if family in QWEN_FAMILIES:
-        return {
-            "pixel_values": torch.cat([p["pixel_values"] for p in with_images]).to(device),
-            "image_grid_thw": torch.cat([p["image_grid_thw"] for p in with_images]).to(device),
-        }
-    ref = with_images[0]["pixel_values"]
-    tiles = max(p["pixel_values"].shape[0] for p in with_images)
-    height = max(p["pixel_values"].shape[-2] for p in with_images)
-    width = max(p["pixel_values"].shape[-1] for p in with_images)
-    pixels = ref.new_zeros(len(prompts), tiles, ref.shape[1], height, width)
-    mask = torch.zeros(len(prompts), tiles, height, width, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        pv = p.get("pixel_values")
-        if pv is None:
-            continue
-        n, _, h, w = pv.shape
-        pixels[i, :n, :, :h, :w] = pv
-        pm = p.get("pixel_attention_mask")
-        mask[i, :n, :h, :w] = True if pm is None else pm.bool()
-    return {"pixel_values": pixels.to(device), "pixel_attention_mask": mask.to(device)}
-
-
-def _right_pad(
-    rows: list[list[int]], pad: int, width: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(max((len(r) for r in rows), default=0), 1) if width is None else width
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def _mm_types(prompt: dict[str, Any]) -> list[int]:
@@ -148,14 +82,14 @@ def response_hidden_plain_mm(
     base = _mm_base(model)
     device = next(model.parameters()).device
     prompts = [list(p["input_ids"]) for p in prompt_inputs_per_seq]
-    ids, attn = _right_pad([p + r[:-1] for p, r in zip(prompts, responses, strict=True)], pad_id)
+    ids, attn = right_pad([p + r[:-1] for p, r in zip(prompts, responses, strict=True)], pad_id)
     kwargs: dict[str, Any] = collate_vision(family, prompt_inputs_per_seq, device)
     if family in QWEN_FAMILIES:
         types = [
             _mm_types(p) + [0] * max(len(r) - 1, 0)
             for p, r in zip(prompt_inputs_per_seq, responses, strict=True)
         ]
-        kwargs["mm_token_type_ids"] = _right_pad(types, 0, ids.shape[1])[0].to(device)
+        kwargs["mm_token_type_ids"] = right_pad(types, 0, ids.shape[1])[0].to(device)
     hidden = base(
         input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, **kwargs
     ).last_hidden_state
@@ -177,7 +111,7 @@ def prompt_positions(
     if family not in QWEN_FAMILIES or not any(p.get("image_grid_thw") is not None for p in prompts):
         return None, zeros
     base = _mm_base(model)
-    types = _right_pad([_mm_types(p) for p in prompts], 0, ids.shape[1])[0].to(ids.device)
+    types = right_pad([_mm_types(p) for p in prompts], 0, ids.shape[1])[0].to(ids.device)
     grid = torch.cat([p["image_grid_thw"] for p in prompts if p.get("image_grid_thw") is not None])
     positions, deltas = base.get_rope_index(
         input_ids=ids,
@@ -212,7 +146,7 @@ def response_hidden_shared_prefix_mm(
     base = _mm_base(model)
     device = next(model.parameters()).device
     b = len(group_prompts)
-    pids, pmask = _right_pad([list(p["input_ids"]) for p in group_prompts], pad_id)
+    pids, pmask = right_pad([list(p["input_ids"]) for p in group_prompts], pad_id)
     pids, pmask = pids.to(device), pmask.to(device)
     plen = pmask.sum(-1)
     positions, deltas = prompt_positions(model, group_prompts, pids, pmask)
@@ -220,7 +154,7 @@ def response_hidden_shared_prefix_mm(
     if positions is not None:
         kwargs["position_ids"] = positions
     if family in QWEN_FAMILIES:
-        kwargs["mm_token_type_ids"] = _right_pad(
+        kwargs["mm_token_type_ids"] = right_pad(
             [_mm_types(p) for p in group_prompts], 0, pids.shape[1]
         )[0].to(device)
     out = base(input_ids=pids, attention_mask=pmask, use_cache=True, **kwargs)
@@ -239,7 +173,7 @@ def response_hidden_shared_prefix_mm(
     rwidth = max((len(r) for r in rest), default=0)
     hidden = None
     if rwidth > 0:
-        rids, rmask = _right_pad(rest, pad_id, rwidth)
+        rids, rmask = right_pad(rest, pad_id, rwidth)
         start = (plen + deltas).repeat_interleave(group_size)
         rpos = start[:, None] + torch.arange(rwidth, device=device)[None, :]
         if family in QWEN_FAMILIES:
@@ -252,13 +186,4 @@ def response_hidden_shared_prefix_mm(
             use_cache=True,
             **{cache_kw: cache},
         ).last_hidden_state
-    out_rows = []
-    for i, r in enumerate(responses):
-        if not r:
-            continue
-        out_rows.append(first[i : i + 1])
-        if len(r) > 1:
-            out_rows.append(hidden[i, : len(r) - 1])
-    if not out_rows:
-        return first[:0]
-    return torch.cat(out_rows, dim=0)
+    return gather_response_hidden(first, hidden, responses)

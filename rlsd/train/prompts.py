@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from rlsd.models import LoadedPolicy
+from rlsd.tasks import leak
 from rlsd.tasks.record import Task
 from rlsd.train.batch import (
     PrivilegedLeakError,
@@ -61,8 +62,7 @@ class PromptEncoder:
         from rlsd.models.vlm import mm_prompt_text
 
         text = mm_prompt_text(self.policy, task.messages(), len(task.images))
-        privileged = task.privileged_context.strip()
-        if privileged and privileged in text:
+        if leak.contains(text, task.privileged_context):
             raise PrivilegedLeakError(
                 f"task {task.id!r}: the student prompt contains the privileged context"
             )

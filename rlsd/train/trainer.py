@@ -17,12 +17,15 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rlsd import algo
+from rlsd.algo import LossInputs, Method, MethodSettings, TeacherOutput, TeacherPass
+from rlsd.configs.loading import flatten
 from rlsd.models import LoadedPolicy, load_policy
 from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
 from rlsd.runtime import keep_freed_memory
@@ -37,6 +40,9 @@ from rlsd.train.metrics import JsonlSink, MetricsSink, MultiSink, read_metrics
 from rlsd.train.prompts import PromptEncoder, hidden_plain, hidden_shared_prefix
 from rlsd.train.rewards import score_responses
 from rlsd.train.teacher import SelfTeacher
+
+if TYPE_CHECKING:
+    from rlsd.context.snapshot import Snapshot
 
 log = logging.getLogger("rlsd.train")
 
@@ -84,6 +90,9 @@ class Session:
     train_tasks: list[Task]
     heldout_tasks: list[Task]
     output_dir: Path
+    #: the configured training method (``cfg.algo.name``), looked up once, and its settings
+    method: Method
+    settings: MethodSettings
     start_step: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     prompts: PromptEncoder | None = None
@@ -124,15 +133,13 @@ def train_step(s: Session, step: int) -> dict[str, float]:
     advantages = algo.get_advantage_estimator(cfg.algo.advantage)(rewards, cfg.rollout.group_size)
     index = ResponseIndex.build(rollout.response_ids)
     t0 = _now()
-    teacher_out = (
-        teacher_phase(s, tasks, rollout, index, advantages) if cfg.algo.name != "grpo" else None
-    )
+    teacher_out = teacher_phase(s, tasks, rollout, index, advantages)
     t_teacher = _now() - t0
     lam = algo.lambda_schedule(step, cfg.algo.lam0, cfg.algo.lambda_decay_steps)
     t0 = _now()
     capture = (
         cfg.run.credit_samples
-        if cfg.algo.name == "rlsd"
+        if s.method.teacher_scales_advantage
         and s.acc.is_main_process
         and step % cfg.run.credit_sample_every == 0
         else 0
@@ -195,9 +202,27 @@ def rollout_phase(s: Session, tasks: list[Task], step: int) -> RolloutBatch:
     return batch
 
 
-def _temperature(cfg: TrainConfig) -> float:
-    t = cfg.teacher.temperature or cfg.rollout.sampling.temperature
-    return t if t > 0 else 1.0
+def _positive(t: float | None, fallback: float = 1.0) -> float:
+    return t if t is not None and t > 0 else fallback
+
+
+def method_settings(cfg: TrainConfig) -> MethodSettings:
+    """The method's hyperparameters. The student's side is always taken at the sampling
+    temperature (greedy sampling, 0, scores at 1); ``teacher.temperature`` sets the teacher's
+    pass only and falls back to the student's."""
+    student_t = _positive(cfg.rollout.sampling.temperature)
+    a = cfg.algo
+    return MethodSettings(
+        temperature=student_t,
+        teacher_temperature=_positive(cfg.teacher.temperature, student_t),
+        clip_low=a.clip_low,
+        clip_high=a.clip_high,
+        dual_clip=a.dual_clip,
+        loss_agg=a.loss_agg,
+        eps_w=a.eps_w,
+        opsd_beta=a.opsd_beta,
+        logprob_chunk_tokens=cfg.run.logprob_chunk_tokens,
+    )
 
 
 @torch.no_grad()
@@ -207,26 +232,34 @@ def teacher_phase(
     rollout: RolloutBatch,
     index: ResponseIndex,
     advantages: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """RLSD: teacher log-probs [N, T] of the sampled tokens. OPSD: teacher hidden states [M, H].
+) -> TeacherOutput:
+    """The teacher pass the method asks for (``s.method.teacher``), over the privileged prompts.
 
-    RLSD with ``advantages``: groups whose advantages are all zero (every response scored alike)
-    are not scored. Their tokens' credit is A * w = 0 whatever the teacher says, and the credit
+    ``TOKEN_LOGPROBS``: teacher log-probs ``[N, T]`` of the sampled tokens. ``DISTRIBUTION``:
+    teacher hidden states ``[M, H]`` with the teacher module's own output head. ``NONE``: no
+    forward at all.
+
+    When the teacher only rescales advantages (``teacher_scales_advantage``) and ``advantages``
+    are given, groups whose advantages are all zero (every response scored alike) are not
+    scored. Their tokens' credit is A * w = 0 whatever the teacher says, and the credit
     metrics count A != 0 tokens only, so the update and its metrics are unchanged; their
     entries stay 0.
     """
     cfg = s.cfg
+    kind = s.method.teacher
+    if kind is TeacherPass.NONE:
+        return TeacherOutput(kind)
     module = s.teacher.module
     G = cfg.rollout.group_size
     groups = list(range(len(tasks)))
-    if cfg.algo.name == "rlsd" and advantages is not None:
+    if s.method.teacher_scales_advantage and advantages is not None:
         informative = (advantages.view(-1, G) != 0).any(dim=1).tolist()
         groups = [g for g in groups if informative[g]]
     rows = [g * G + j for g in groups for j in range(G)]
     responses = [rollout.response_ids[r] for r in rows]
     prefixes = [s.prompts.teacher(tasks[g], cfg.teacher.prompt_template) for g in groups]
-    if cfg.algo.name != "opsd" and not groups:
-        return torch.zeros(index.mask.shape)
+    if kind is TeacherPass.TOKEN_LOGPROBS and not groups:
+        return TeacherOutput(kind, token_logprobs=torch.zeros(index.mask.shape))
     groups_per_chunk = max(1, cfg.run.micro_batch_sequences // G)
     was_training = module.training
     module.eval()
@@ -243,23 +276,24 @@ def teacher_phase(
     finally:
         module.train(was_training)
     hidden = torch.cat(pieces, dim=0)
-    if cfg.algo.name == "opsd":
-        return hidden
-    sub = ResponseIndex.build(responses)
+    # the teacher's own head: a frozen teacher's logits must not use the live student's
     weight, bias = output_head(module)
+    if kind is TeacherPass.DISTRIBUTION:
+        return TeacherOutput(kind, hidden=hidden, head_weight=weight, head_bias=bias)
+    sub = ResponseIndex.build(responses)
     logp, _ = algo.token_logprobs_from_hidden(
         hidden,
         weight,
         sub.targets.to(hidden.device),
         bias,
-        _temperature(cfg),
+        s.settings.teacher_temperature,
         cfg.run.logprob_chunk_tokens,
         return_entropy=False,
     )
     out = torch.zeros(index.mask.shape)
     scored = sub.scatter(logp.float().cpu())
     out[torch.tensor(rows, dtype=torch.long), : scored.shape[1]] = scored
-    return out
+    return TeacherOutput(kind, token_logprobs=out)
 
 
 @dataclass
@@ -279,15 +313,15 @@ def update_phase(
     tasks: list[Task],
     rollout: RolloutBatch,
     advantages: torch.Tensor,
-    teacher_out: torch.Tensor | None,
+    teacher_out: TeacherOutput | None,
     index: ResponseIndex,
     lam: float,
     capture_credit: int = 0,
 ) -> UpdateStats:
+    """Forward and backward the method's loss over micro-batches of whole groups; one step."""
     cfg = s.cfg
     model = s.model
     G = cfg.rollout.group_size
-    temperature = _temperature(cfg)
     group_prompts = rollout.prompt_inputs or rollout.prompt_ids
     prompts = [p for p in group_prompts for _ in range(G)]
     responses = rollout.response_ids
@@ -312,70 +346,46 @@ def update_phase(
         if sub.num_tokens == 0:
             continue
         mask = sub.mask.to(device)
-        width = mask.shape[1]
         if cfg.run.shared_prefix:
             groups = group_prompts[start // G : (start + len(rows)) // G]
             hidden = hidden_shared_prefix(model, groups, sub_resp, G, s.pad_id)
         else:
             hidden = hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
         adv = advantages[rows].to(device)
-        if cfg.algo.name == "opsd":
-            t_hidden = teacher_out[token_offset : token_offset + sub.num_tokens].to(device)
-            s_logits = torch.nn.functional.linear(hidden, weight, bias)
-            with torch.no_grad():
-                t_logits = torch.nn.functional.linear(t_hidden, weight, bias)
-            loss, stats = algo.opsd_jsd_loss(
-                s_logits[None],
-                t_logits[None],
-                torch.ones(1, sub.num_tokens, device=device),
-                beta=cfg.algo.opsd_beta,
-                num_tokens=global_tokens,
-                temperature=temperature,
-            )
-            with torch.no_grad():
-                ent = _entropy_from_logits(s_logits / temperature)
-            _accumulate(sums, weights, stats, sub.num_tokens)
-        else:
-            logp_flat, ent = algo.token_logprobs_from_hidden(
-                hidden,
-                weight,
-                sub.targets.to(device),
-                bias,
-                temperature,
-                cfg.run.logprob_chunk_tokens,
-            )
-            logp = sub.scatter(logp_flat)
-            if cfg.algo.name == "rlsd":
-                t_logp = teacher_out[rows, :width].to(device)
-                token_adv = algo.rlsd_token_advantages(
-                    adv, t_logp, logp.detach(), mask, lam, cfg.algo.eps_w
-                )
-                credit = algo.rlsd_credit_stats(adv, t_logp, logp.detach(), mask, cfg.algo.eps_w)
-                for j, row in enumerate(rows):
-                    if len(credit_rows) < capture_credit and float(adv[j]) != 0.0:
-                        n = int(mask[j].sum())
-                        credit_rows.append((row, token_adv[j, :n].detach().float().tolist()))
-                informative = float(((adv != 0)[:, None] * mask).sum())
-                _accumulate(sums, weights, credit, informative)
-            else:
-                token_adv = adv[:, None] * mask
-            loss, stats = algo.ppo_clip_loss(
-                logp,
-                logp.detach(),
-                token_adv,
-                mask,
-                clip_low=cfg.algo.clip_low,
-                clip_high=cfg.algo.clip_high,
-                dual_clip=cfg.algo.dual_clip,
-                agg=cfg.algo.loss_agg,
-                num_tokens=global_tokens,
-                num_seqs=global_seqs,
+        tokens = slice(token_offset, token_offset + sub.num_tokens)
+        teacher = (
+            teacher_out.micro_batch(rows, mask.shape[1], tokens, device)
+            if teacher_out is not None
+            else None
+        )
+        out = s.method.loss(
+            LossInputs(
+                hidden=hidden,
+                weight=weight,
+                bias=bias,
+                targets=sub.targets.to(device),
+                rows=sub.rows,
+                cols=sub.cols,
+                mask=mask,
+                advantages=adv,
+                teacher=teacher,
+                lam=lam,
+                settings=s.settings,
+                norm_tokens=global_tokens,
+                norm_seqs=global_seqs,
                 norm_len=cfg.rollout.sampling.max_new_tokens,
             )
-            _accumulate(sums, weights, stats, sub.num_tokens)
-        loss.backward()
-        total_loss += float(loss.detach())
-        entropy_sum += float(ent.detach().sum())
+        )
+        if out.token_advantages is not None:
+            for j, row in enumerate(rows):
+                if len(credit_rows) < capture_credit and float(adv[j]) != 0.0:
+                    n = int(mask[j].sum())
+                    credit_rows.append((row, out.token_advantages[j, :n].detach().float().tolist()))
+        for stats, w in out.stats:
+            _accumulate(sums, weights, stats, w)
+        out.loss.backward()
+        total_loss += float(out.loss.detach())
+        entropy_sum += float(out.entropy.detach().sum())
         token_offset += sub.num_tokens
 
     _sum_gradients_across_ranks(s)
@@ -437,11 +447,6 @@ def write_credit_samples(
         )
     with (s.output_dir / "credit_samples.jsonl").open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
-
-
-def _entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 def _accumulate(sums: dict, weights: dict, stats: dict[str, float], weight: float) -> None:
@@ -511,7 +516,7 @@ def step_metrics(
         "actor/entropy": entropy_sum / max(tokens, 1.0),
         "actor/grad_norm": update.grad_norm,
         "actor/lr": s.scheduler.get_last_lr()[0],
-        "rlsd/lambda": lam if s.cfg.algo.name == "rlsd" else 0.0,
+        "rlsd/lambda": lam if s.method.teacher_scales_advantage else 0.0,
         "perf/tokens_per_s": tokens / max(timings["time/step"], 1e-9),
         "perf/generate_tokens_per_s": tokens / max(gen_time, 1e-9),
         "dist/num_processes": float(acc.num_processes),
@@ -537,19 +542,8 @@ def _check_config(cfg: TrainConfig, world: int) -> None:
         raise ValueError("rollout.engine='vllm' is single-process in this version")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
-    a, b = _flatten(saved.model_dump(mode="json")), _flatten(current.model_dump(mode="json"))
+    a, b = flatten(saved.model_dump(mode="json")), flatten(current.model_dump(mode="json"))
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in _RESUME_FREE or key.split(".")[0] in _RESUME_FREE:
@@ -617,7 +611,16 @@ def ensure_verifiers(cfg: TrainConfig, tasks: list[Task], output_dir: Path) -> N
         raise DatasetError(f"verifier(s) {not_ready} are not in the inventory under verifiers/")
 
 
-def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Session:
+def setup(
+    cfg: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    *,
+    snapshot: Snapshot | None = None,
+) -> Session:
+    """Everything a run needs, built once. ``snapshot``: the run's data, already loaded (e.g. by
+    the ingest stage); None = the one ``cfg.task`` names (or its generator)."""
+    method = algo.get_method(cfg.algo.name)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     _check_config(cfg, acc.num_processes)
     if cfg.run.num_threads:
@@ -650,7 +653,7 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
 
     policy = load_policy(cfg.model)
     policy.model.to(acc.device)
-    run_tasks = load_run_tasks(cfg.task)
+    run_tasks = load_run_tasks(cfg.task, snapshot=snapshot)
     train_tasks, heldout = run_tasks.train, run_tasks.heldout
     if resume and latest is not None and (output_dir / "dataset.json").exists():
         saved_data = json.loads((output_dir / "dataset.json").read_text())
@@ -674,7 +677,9 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
         optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0
     )
     teacher = (
-        SelfTeacher(policy.model, cfg.teacher.sync_interval) if cfg.algo.name != "grpo" else None
+        SelfTeacher(policy.model, cfg.teacher.sync_interval)
+        if method.teacher is not TeacherPass.NONE
+        else None
     )
     session = Session(
         cfg,
@@ -688,6 +693,8 @@ def setup(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Se
         heldout,
         output_dir,
         prompts=PromptEncoder(policy, run_tasks.image_stores),
+        method=method,
+        settings=method_settings(cfg),
     )
     if resume and latest is not None:
         state = load_checkpoint(
@@ -744,9 +751,12 @@ def train(
     overwrite: bool = False,
     sinks: tuple[MetricsSink, ...] = (),
     show_progress: bool = True,
+    snapshot: Snapshot | None = None,
 ) -> TrainResult:
-    """Train one arm for ``cfg.run.steps`` optimizer steps; evaluate before and after."""
-    s = setup(cfg, resume=resume, overwrite=overwrite)
+    """Train one arm for ``cfg.run.steps`` optimizer steps; evaluate before and after.
+
+    ``snapshot``: the run's data, already loaded; None = the one ``cfg.task`` names."""
+    s = setup(cfg, resume=resume, overwrite=overwrite, snapshot=snapshot)
     main = s.acc.is_main_process
     out = s.output_dir
     metrics_path = out / "metrics.jsonl"
@@ -851,35 +861,12 @@ def _progress_info(m: dict[str, float]) -> str:
     )
 
 
-class _NoProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass
-
-
-def _progress(enabled: bool, cfg: TrainConfig):
-    if not enabled or os.environ.get("RLSD_NO_PROGRESS"):
-        return _NoProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+def _progress(enabled: bool, cfg: TrainConfig) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
+        disable=not enabled or bool(os.environ.get("RLSD_NO_PROGRESS")),
     )

@@ -59,7 +59,7 @@ def build(
     """Build the base image (debootstrap + docker import, once) and every spec's image."""
     from rich.table import Table
 
-    from rlsd.verify.docker_sandbox import docker_available
+    from rlsd.verify.engine import docker_available
     from rlsd.verify.images import BASE_IMAGE, ImageError, build_base, build_images
     from rlsd.verify.spec import SpecError, discover_specs
 
@@ -161,8 +161,9 @@ def redteam(
     """
     from rich.table import Table
 
+    from rlsd.verify.backends import make_sandbox
     from rlsd.verify.redteam import BatteryError, run_redteam
-    from rlsd.verify.sandbox import SandboxError, make_sandbox
+    from rlsd.verify.sandbox import SandboxError
 
     folder, spec = _load(root, name)
     try:
@@ -232,7 +233,8 @@ def run(
     an item without an id gets its line number. Each output line is
     {"id", "passed", "score", "detail", "backend", "duration_s"}.
     """
-    from rlsd.verify.sandbox import SandboxError, make_sandbox
+    from rlsd.verify.backends import make_sandbox
+    from rlsd.verify.sandbox import SandboxError
 
     folder, spec = _load(root, name)
     items = []

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlsd.verify import engine
 from rlsd.verify.images import BASE_IMAGE, ImageError, build_image, image_id
 from rlsd.verify.protocol import (
     ITEM_TIMEOUT_ENV,
@@ -67,23 +68,6 @@ while True:
 """
 
 
-def docker_available(timeout: float = 3.0) -> str | None:
-    """None when a Docker engine answers, else why not (one line)."""
-    try:
-        import docker
-    except ImportError:
-        return "the docker Python package is not installed"
-    try:
-        client = docker.from_env(timeout=int(max(1, timeout)))
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # any failure means: no usable engine
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-    return None
-
-
 @dataclass
 class _Started:
     """A started batch container whose program is waiting for its stdin."""
@@ -114,9 +98,7 @@ def _remove_owned() -> None:
     if not left:
         return
     try:
-        import docker
-
-        client = docker.from_env(timeout=30)
+        client = engine.docker_client(timeout=30)
     except Exception:
         return
     for cid in left:
@@ -166,12 +148,10 @@ class DockerSandbox(Sandbox):
     ) -> None:
         super().__init__(pool_size=pool_size, retries=retries)
         if client is None:
-            reason = docker_available()
+            reason = engine.docker_available()
             if reason is not None:
                 raise SandboxUnavailable(f"no Docker engine answers: {reason}")
-            import docker
-
-            client = docker.from_env(timeout=120, max_pool_size=max(10, 2 * pool_size + 2))
+            client = engine.docker_client(timeout=120, max_pool_size=max(10, 2 * pool_size + 2))
         self.client = client
         self.base_image = base_image
         self.build_missing = build_missing

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rlsd.verify.engine import docker_client
+from rlsd.verify.guest import install_shared
 from rlsd.verify.spec import VerifierSpec, image_digest, image_tag
 
 BASE_IMAGE = os.environ.get("RLSD_VERIFIER_BASE", "rlsd/verifier-base:bookworm-1")
@@ -35,7 +37,17 @@ def _tail(text: str, limit: int = LOG_TAIL_CHARS) -> str:
 
 
 def run_prepare(spec: VerifierSpec, folder: Path) -> None:
-    """Run ``spec.prepare`` in the folder with the host's Python (this interpreter) first on PATH."""
+    """Copy the spec's ``shared`` modules into ``build/``, then run ``spec.prepare`` in the
+    folder with the host's Python (this interpreter) first on PATH.
+
+    Both sandboxes come through here before running a folder (Docker before its build), so
+    both see the same copies."""
+    try:
+        install_shared(spec.shared, folder)
+    except OSError as exc:
+        raise ImageError(
+            f"copying the shared modules into {folder / 'build'} failed: {exc}"
+        ) from None
     if not spec.prepare:
         return
     env = dict(os.environ)
@@ -63,12 +75,6 @@ def run_prepare(spec: VerifierSpec, folder: Path) -> None:
             f"prepare {spec.prepare!r} exited with code {proc.returncode}: "
             f"{_tail(proc.stderr or proc.stdout)}"
         )
-
-
-def docker_client(timeout: int = 120) -> Any:
-    import docker
-
-    return docker.from_env(timeout=timeout, max_pool_size=16)
 
 
 def image_id(client: Any, ref: str) -> str | None:

@@ -29,10 +29,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from rlsd.verify.backends import make_sandbox
 from rlsd.verify.base import VerifyResult, check_batch
 from rlsd.verify.redteam import BatteryError, RedTeamRecord, run_redteam
 from rlsd.verify.registry import register_verifier
-from rlsd.verify.sandbox import Sandbox, SandboxError, make_sandbox
+from rlsd.verify.sandbox import Sandbox, SandboxError
 from rlsd.verify.spec import (
     SpecError,
     VerifierSpec,
@@ -183,7 +184,7 @@ def check_verifier(
         return rec
     problems = []
     for test, res in zip(honest, results, strict=True):
-        ok = res.accepted and res.passed == (test.expect == "pass")
+        ok = res.meets(test.expect)
         rec.self_tests.append(
             SelfTestOutcome(
                 id=test.id,

@@ -24,11 +24,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlsd.verify.sandbox import Sandbox, SandboxResult
-from rlsd.verify.spec import VerifierSpec, format_validation_error
+from rlsd.verify.spec import VerifierSpec, problems_line, read_spec_yaml
 
 BATTERY_DIR = Path(__file__).with_name("batteries")
 HACK_CLASS = r"^[a-z0-9][a-z0-9-]{0,80}$"
@@ -83,13 +82,11 @@ def load_battery(kind: str, directory: Path = BATTERY_DIR) -> Battery | None:
     path = directory / f"{kind}.yaml"
     if not path.is_file():
         return None
+    data = read_spec_yaml(path, lambda where, detail: BatteryError(f"{where}: {detail}"))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
         battery = Battery.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise BatteryError(f"{path}: invalid YAML: {exc}") from None
     except ValidationError as exc:
-        raise BatteryError(f"{path}: {format_validation_error(exc, data)}") from None
+        raise BatteryError(f"{path}: {problems_line(exc, data)}") from None
     if battery.kind != kind:
         raise BatteryError(f"{path}: kind = {battery.kind!r}: must equal the file name {kind!r}")
     ids = [h.id for h in battery.hacks] + [c.id for c in battery.controls]
@@ -250,10 +247,7 @@ def run_redteam(
         spec, folder, [{**e.item, "id": e.id} for e in plan]
     )
     for entry, res in zip(plan, results, strict=True):
-        if entry.role == "hack":
-            ok = not res.passed
-        else:
-            ok = res.accepted and res.passed == (entry.expect == "pass")
+        ok = not res.passed if entry.role == "hack" else res.meets(entry.expect)
         record.outcomes.append(
             EntryOutcome(
                 id=entry.id,

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlsd.verify.images import BASE_IMAGE, BASE_SCRIPT
+from rlsd.verify.engine import docker_answers, docker_client
+from rlsd.verify.images import BASE_IMAGE, BASE_SCRIPT, image_id
 
 #: The image's environment when meta.json does not say (what build-base.sh sets).
 DEFAULT_ENV = {
@@ -79,13 +80,12 @@ def find_rootfs(tag: str = BASE_IMAGE) -> Rootfs | None:
 
 
 def _engine_image_id(tag: str, client: Any = None) -> tuple[Any, str | None]:
+    if client is None and not docker_answers():
+        return None, None  # no engine (or no package): only the cache counts
     try:
-        from rlsd.verify.images import docker_client, image_id
-
         client = client or docker_client(timeout=30)
-        client.ping()
         return client, image_id(client, tag)
-    except Exception:  # noqa: BLE001 - no engine (or no package): only the cache counts
+    except Exception:  # noqa: BLE001 - the engine went away: only the cache counts
         return None, None
 
 

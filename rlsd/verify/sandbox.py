@@ -5,6 +5,8 @@ bubblewrap jail over the image's root filesystem) per batch, feeds the items as 
 on stdin and accepts results by the rules of :mod:`rlsd.verify.protocol`. It returns exactly one
 :class:`SandboxResult` per item, in order; a candidate response can never make it raise.
 Infrastructure failures (no engine, image missing, bubblewrap broken) raise :class:`SandboxError`.
+The backends are :mod:`rlsd.verify.docker_sandbox` and :mod:`rlsd.verify.local_sandbox`;
+:func:`rlsd.verify.backends.make_sandbox` picks one.
 
 Failures are charged per item. The backend stops a run whose current item has had no result for
 ``limits.result_deadline_s()`` (instead of waiting for the batch timeout). When a run stalls, is
@@ -18,15 +20,13 @@ are.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from rlsd.verify.protocol import (
     RunOutcome,
@@ -36,9 +36,6 @@ from rlsd.verify.protocol import (
     parse_output,
 )
 from rlsd.verify.spec import VerifierSpec
-
-Backend = Literal["docker", "local-bwrap"]
-REQUIRE_DOCKER_ENV = "RLSD_REQUIRE_DOCKER"
 
 
 class SandboxError(RuntimeError):
@@ -63,6 +60,10 @@ class SandboxResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def meets(self, expect: str) -> bool:
+        """The verifier itself gave the verdict ``expect`` (``pass`` or ``fail``) declares."""
+        return self.accepted and self.passed == (expect == "pass")
 
 
 class Sandbox(ABC):
@@ -217,50 +218,3 @@ class Sandbox(ABC):
             return [self.run_batch(spec, folder, b) for b in batches]
         with ThreadPoolExecutor(max_workers=self.pool_size) as pool:
             return list(pool.map(lambda b: self.run_batch(spec, folder, b), batches))
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def require_docker_policy() -> bool:
-    """The policy setting from the environment: ``RLSD_REQUIRE_DOCKER=1`` forbids the fallback."""
-    return _truthy(os.environ.get(REQUIRE_DOCKER_ENV))
-
-
-def make_sandbox(backend: str = "auto", require_docker: bool = False, **options: Any) -> Sandbox:
-    """``auto``: Docker when an engine answers, else the local sandbox (unless Docker is required).
-
-    ``require_docker`` (or ``RLSD_REQUIRE_DOCKER=1``) is the policy that forbids the local fallback:
-    asking for ``local`` or reaching it from ``auto`` then raises :class:`SandboxUnavailable`.
-    ``options`` go to the backend's constructor (``pull`` only to Docker's).
-    """
-    from rlsd.verify.docker_sandbox import DockerSandbox, docker_available
-    from rlsd.verify.local_sandbox import LocalSandbox
-
-    require_docker = require_docker or require_docker_policy()
-    docker_only = {k: options.pop(k) for k in ("pull",) if k in options}
-    if backend == "docker":
-        return DockerSandbox(**options, **docker_only)
-    if backend == "local":
-        if require_docker:
-            raise SandboxUnavailable(
-                "the local sandbox was requested but the policy requires Docker (require_docker / "
-                f"{REQUIRE_DOCKER_ENV}=1)"
-            )
-        return LocalSandbox(**options)
-    if backend != "auto":
-        raise ValueError(f"unknown sandbox backend {backend!r}: use docker, local or auto")
-    reason = docker_available()
-    if reason is None:
-        return DockerSandbox(**options, **docker_only)
-    if require_docker:
-        raise SandboxUnavailable(
-            f"no Docker engine answers ({reason}) and the policy requires Docker (require_docker / "
-            f"{REQUIRE_DOCKER_ENV}=1), so the local fallback is forbidden"
-        )
-    return LocalSandbox(**options)
-
-
-def elapsed(t0: float) -> float:
-    return time.monotonic() - t0

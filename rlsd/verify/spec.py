@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +23,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from rlsd.configs.loading import ErrorFactory, read_yaml_mapping, validation_problems
+from rlsd.verify.guest import SHARED_MODULES, shared_source
 
 SPEC_FILE = "verifier.yaml"
 NAME_RE = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
@@ -156,9 +158,26 @@ class VerifierSpec(_Strict):
     prepare: str | None = Field(
         default=None, description="Host-side command run in the folder before the image build."
     )
+    shared: list[str] = Field(
+        default_factory=list,
+        description="Shared modules of rlsd.verify.guest the program imports (verifier_protocol, "
+        "json_payload): copied into build/ before the build, part of the spec digest.",
+    )
     command: list[str] = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
     self_tests: list[SelfTest]
+
+    @field_validator("shared")
+    @classmethod
+    def _known_shared(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in SHARED_MODULES]
+        if unknown:
+            raise ValueError(
+                f"unknown shared module(s) {', '.join(unknown)} (known: {', '.join(SHARED_MODULES)})"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("each shared module may be listed once")
+        return v
 
     @field_validator("command")
     @classmethod
@@ -201,48 +220,20 @@ class VerifierSpec(_Strict):
         return [{**t.item, "id": t.id} for t in self.self_tests]
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
+def read_spec_yaml(path: Path, error: ErrorFactory) -> dict[str, Any]:
+    """The top-level mapping of a verifier spec or red-team battery file; ``error(path, detail)``
+    on unreadable files, bad YAML or another top level."""
+
+    def reworded(where: Path, detail: str) -> Exception:
+        # these files have always said "invalid YAML" (documented, and tested on)
+        return error(where, detail.replace("not valid YAML", "invalid YAML", 1))
+
+    return read_yaml_mapping(path, error=reworded)
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    s = repr(value)
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def _lookup(data: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
-    cur = data
-    for part in loc:
-        try:
-            cur = cur[part]
-        except (KeyError, IndexError, TypeError):
-            return False, None
-    return True, cur
-
-
-def format_validation_error(exc: ValidationError, data: Any) -> str:
-    """One line per error: ``field = value: message`` (the value as written in the file)."""
-    parts = []
-    for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
-        msg = err.get("msg", "invalid")
-        if err.get("type") == "missing":
-            parts.append(f"{_loc(loc)}: required field is missing")
-            continue
-        found, value = _lookup(data, loc)
-        if not found:
-            value = err.get("input")
-        if err.get("type") == "extra_forbidden":
-            parts.append(f"{_loc(loc)} = {_show(value)}: unknown field")
-        else:
-            parts.append(f"{_loc(loc)} = {_show(value)}: {msg}")
-    return "; ".join(parts)
+def problems_line(exc: ValidationError, data: Any) -> str:
+    """Every validation problem on one line: ``field = value: message; ...``."""
+    return "; ".join(validation_problems(exc, data))
 
 
 def load_spec(folder: Path | str) -> VerifierSpec:
@@ -253,18 +244,11 @@ def load_spec(folder: Path | str) -> VerifierSpec:
         raise SpecError(folder, "verifier folder does not exist")
     if not path.is_file():
         raise SpecError(path, "no verifier.yaml in the verifier folder")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(path, f"invalid YAML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(path, f"unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise SpecError(path, f"the top level must be a mapping (got {_show(data)})")
+    data = read_spec_yaml(path, SpecError)
     try:
         spec = VerifierSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(path, format_validation_error(exc, data)) from None
+        raise SpecError(path, problems_line(exc, data)) from None
     if spec.name != folder.name:
         raise SpecError(path, f"name = {spec.name!r}: must equal the folder name {folder.name!r}")
     if spec.image.dockerfile is not None and not (folder / spec.image.dockerfile).is_file():
@@ -303,14 +287,26 @@ def spec_files(folder: Path | str) -> list[Path]:
     return sorted(out, key=lambda p: p.as_posix())
 
 
-def spec_digest(folder: Path | str) -> str:
-    """sha256 over every file of the folder (path and content), in a stable order."""
+def _declared_shared(folder: Path) -> list[str]:
+    try:
+        return load_spec(folder).shared
+    except SpecError:  # an invalid spec is digested as its files alone
+        return []
+
+
+def spec_digest(folder: Path | str, shared: list[str] | None = None) -> str:
+    """sha256 over every file of the folder (path and content), in a stable order, and over the
+    shared modules it lists (``shared``, read from the spec when not given): they are part of
+    the program even though they live in ``rlsd/verify/guest``."""
     folder = Path(folder)
     h = hashlib.sha256()
-    for rel in spec_files(folder):
-        h.update(rel.as_posix().encode())
+    entries = [(rel.as_posix(), folder / rel) for rel in spec_files(folder)]
+    names = _declared_shared(folder) if shared is None else shared
+    entries += [(f"<shared>/{name}.py", shared_source(name)) for name in sorted(names)]
+    for name, path in entries:
+        h.update(name.encode())
         h.update(b"\0")
-        h.update(hashlib.sha256((folder / rel).read_bytes()).digest())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
         h.update(b"\n")
     return h.hexdigest()
 

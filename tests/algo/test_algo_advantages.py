@@ -9,11 +9,8 @@ from hypothesis import strategies as st
 
 from rlsd.algo import (
     ADVANTAGE_ESTIMATORS,
-    POLICY_LOSSES,
     get_advantage_estimator,
-    get_policy_loss,
     grpo_advantages,
-    ppo_clip_loss,
     register_advantage_estimator,
 )
 
@@ -91,12 +88,8 @@ def test_registry_lookup_and_errors():
     assert torch.equal(
         get_advantage_estimator("dr_grpo")(r, 2), grpo_advantages(r, 2, normalize_std=False)
     )
-    assert POLICY_LOSSES["ppo_clip"] is ppo_clip_loss
-    assert get_policy_loss("ppo_clip") is ppo_clip_loss
     with pytest.raises(ValueError, match=r"unknown advantage estimator 'gae'.*dr_grpo.*grpo"):
         get_advantage_estimator("gae")
-    with pytest.raises(ValueError, match=r"ppo_clip"):
-        get_policy_loss("nope")
     with pytest.raises(ValueError, match="already registered"):
 
         @register_advantage_estimator("grpo")

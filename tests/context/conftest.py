@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rlsd.context import DEMO_SOURCES, build_demo_store
 from rlsd.context.ingest import IngestResult, ingest
+from rlsd.demo import build_demo_store, demo_sources
 
 
 @pytest.fixture(scope="session")
@@ -18,11 +18,10 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def demo_snapshot(
     demo_store: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
 ) -> IngestResult:
-    """The demo store ingested under the repository's data policy."""
+    """The demo store ingested under the repository's data policy (the store given to the
+    sources as a variable: nothing is set in the environment)."""
     path, _ = demo_store
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RLSD_DEMO_STORE", str(path))
-    try:
-        return ingest(DEMO_SOURCES, out_root=tmp_path_factory.mktemp("snapshots"))
-    finally:
-        mp.undo()
+    demo = demo_sources(path, build=False)
+    return ingest(
+        demo.path, variables=demo.variables, out_root=tmp_path_factory.mktemp("snapshots")
+    )

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rlsd.context import DEMO_SOURCES, load_sources, validate_source, verifier_names
+from rlsd.context import load_sources, validate_source, verifier_names
+from rlsd.demo import DEMO_SOURCES
 
 REPO = Path(__file__).resolve().parents[2]
 

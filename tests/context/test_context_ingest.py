@@ -9,48 +9,51 @@ from pathlib import Path
 
 import pytest
 
-from rlsd.context import DEMO_SOURCES, IngestionPolicyError, load_sources, read_source
+from rlsd.context import IngestionPolicyError, load_sources, read_source
 from rlsd.context.ingest import IngestResult, ingest
-from rlsd.context.policy import (
-    Redactor,
-    SourceNotAllowedError,
-    load_privileged_policy,
-    normalise,
-)
+from rlsd.context.manifest import SplitCounts, manifest_json
+from rlsd.context.policy import Redactor, SourceNotAllowedError, load_privileged_policy
 from rlsd.context.reader import hash_split
 from rlsd.context.snapshot import SnapshotError, load_snapshot
+from rlsd.demo import DEMO_SOURCES
+from rlsd.tasks.leak import normalise
 from tests.helpers.context_store import GOOD_ROWS, make_store
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_snapshot_layout_counts_and_manifest(demo_snapshot: IngestResult) -> None:
-    snap = load_snapshot(demo_snapshot.snapshot)
+    snap = load_snapshot(demo_snapshot.path)
     m = snap.manifest
-    assert demo_snapshot.snapshot.name.endswith(m["digest"].removeprefix("sha256:")[:12])
-    counts = m["counts"]
-    assert counts["tasks"] == len(snap.tasks) == counts["train"] + counts["heldout"]
-    assert {s["name"] for s in m["sources"]} == set(counts["by_source"])
-    for s in m["sources"]:
-        c = counts["by_source"][s["name"]]
-        assert s["tasks"] == c["train"] + c["heldout"]
-        assert "${RLSD_DEMO_STORE}" in s["url"]  # the reference, never the resolved value
-    assert m["validation"]["passed"] is True
-    assert m["policy"]["store_privileged_text"] is False
+    # the result carries the snapshot as loaded from disk
+    assert demo_snapshot.snapshot.path == snap.path and demo_snapshot.snapshot.manifest == m
+    assert [t.id for t in demo_snapshot.snapshot.tasks] == [t.id for t in snap.tasks]
+    assert demo_snapshot.path.name.endswith(m.digest.removeprefix("sha256:")[:12])
+    counts = m.counts
+    assert counts.tasks == len(snap.tasks) == counts.train + counts.heldout
+    assert {s.name for s in m.sources} == set(counts.by_source)
+    for s in m.sources:
+        c = counts.by_source[s.name]
+        assert s.tasks == c.train + c.heldout
+        assert "${RLSD_DEMO_STORE}" in s.url  # the reference, never the resolved value
+    assert m.validation is not None and m.validation.passed is True
+    assert m.policy is not None and m.policy.store_privileged_text is False
     assert (
-        m["policy"]["digest"]
+        m.policy.digest
         == load_privileged_policy(REPO / "policies/privileged_context.yaml").digest()
     )
     # GSM8K is held out whole (its split column wins); arithmetic keeps its generator's split
-    assert counts["by_domain"]["gsm8k"]["train"] == 0
-    assert counts["by_domain"]["arithmetic"] == {"train": 256, "heldout": 64}
+    assert counts.by_domain["gsm8k"].train == 0
+    assert counts.by_domain["arithmetic"] == SplitCounts(train=256, heldout=64)
+    # the typed manifest writes back the very bytes on disk: nothing lost, nothing added
+    assert manifest_json(m) == (snap.path / "manifest.json").read_text(encoding="utf-8")
     # the student-visible file holds digests, never privileged text
     tasks_text = (snap.path / "tasks.jsonl").read_text()
     for t in snap.tasks[:: max(1, len(snap.tasks) // 50)]:
         assert len(t.privileged_context) < 12 or t.privileged_context not in tasks_text
     assert oct((snap.path / "privileged.jsonl").stat().st_mode)[-3:] == "600"
     summary = json.loads((snap.path / "validation" / "summary.json").read_text())
-    assert set(summary["sources"]) == set(counts["by_source"])
+    assert set(summary["sources"]) == set(counts.by_source)
 
 
 def test_same_inputs_same_digest_and_idempotent(
@@ -59,12 +62,12 @@ def test_same_inputs_same_digest_and_idempotent(
     monkeypatch.setenv("RLSD_DEMO_STORE", str(demo_store[0]))
     monkeypatch.chdir(tmp_path)  # defaults (policy, verifiers) resolve from the checkout
     again = ingest(DEMO_SOURCES, out_root=tmp_path / "a")
-    assert again.manifest["digest"] == demo_snapshot.manifest["digest"]
+    assert again.snapshot.digest == demo_snapshot.snapshot.digest
     assert again.created
     third = ingest(DEMO_SOURCES, out_root=tmp_path / "a")
-    assert not third.created and third.snapshot == again.snapshot
-    assert (tmp_path / "a" / "LATEST").read_text().strip() == again.snapshot.name
-    assert load_snapshot(tmp_path / "a").digest == again.manifest["digest"]
+    assert not third.created and third.path == again.path
+    assert (tmp_path / "a" / "LATEST").read_text().strip() == again.path.name
+    assert load_snapshot(tmp_path / "a").digest == again.snapshot.digest
 
 
 def _kb_sources(tmp_path: Path, store: Path, **extra: object) -> Path:
@@ -97,17 +100,17 @@ def test_hash_split_is_stable_when_rows_are_added(tmp_path: Path) -> None:
     policy = _policy(tmp_path)
     a = ingest(_kb_sources(tmp_path, small), policy_path=policy, out_root=tmp_path / "s")
     b = ingest(_kb_sources(tmp_path, big), policy_path=policy, out_root=tmp_path / "s")
-    split_a = {t.id: t.split for t in load_snapshot(a.snapshot).tasks}
-    split_b = {t.id: t.split for t in load_snapshot(b.snapshot).tasks}
+    split_a = {t.id: t.split for t in load_snapshot(a.path).tasks}
+    split_b = {t.id: t.split for t in load_snapshot(b.path).tasks}
     assert all(split_b[i] == s for i, s in split_a.items())  # old rows never move
     assert {s for s in split_b.values()} == {"train", "heldout"}
     assert all(split_b[i] == hash_split(i, 0.5) for i in split_b)
-    assert a.manifest["digest"] != b.manifest["digest"]
+    assert a.snapshot.digest != b.snapshot.digest
 
 
 def test_tampered_snapshot_is_refused(demo_snapshot: IngestResult, tmp_path: Path) -> None:
-    copy = tmp_path / demo_snapshot.snapshot.name
-    shutil.copytree(demo_snapshot.snapshot, copy)
+    copy = tmp_path / demo_snapshot.path.name
+    shutil.copytree(demo_snapshot.path, copy)
     priv = copy / "privileged.jsonl"
     lines = priv.read_text().splitlines()
     rec = json.loads(lines[0])
@@ -153,9 +156,9 @@ def test_ids_claimed_by_two_sources_are_quarantined_not_merged(tmp_path: Path) -
     path.write_text(json.dumps({"sources": [{**base, "policy": {"max_bad_fraction": 0.5}},
                                             {**other, "policy": {"max_bad_fraction": 1.0}}]}))  # fmt: skip
     res = ingest(path, policy_path=_policy(tmp_path), out_root=tmp_path / "s")
-    ids = {t.id for t in load_snapshot(res.snapshot).tasks}
+    ids = {t.id for t in load_snapshot(res.path).tasks}
     assert ids == {r[0] for r in GOOD_ROWS[2:]}
-    q = (res.snapshot / "quarantine" / "kb-other.jsonl").read_text()
+    q = (res.path / "quarantine" / "kb-other.jsonl").read_text()
     assert "duplicate_id_across_sources(kb-hash, kb-other)" in q
 
 
@@ -170,7 +173,7 @@ def test_no_student_prompt_holds_its_privileged_context_or_a_remnant(
     monkeypatch.setenv("RLSD_DEMO_STORE", str(demo_store[0]))
     policy = load_privileged_policy(REPO / "policies/privileged_context.yaml")
     redactor = Redactor(policy.redaction)
-    snap = load_snapshot(demo_snapshot.snapshot)
+    snap = load_snapshot(demo_snapshot.path)
     by_id = {t.id: t for t in snap.tasks}
     checked = 0
     for cfg in load_sources(DEMO_SOURCES):
@@ -193,7 +196,7 @@ def test_no_student_prompt_holds_its_privileged_context_or_a_remnant(
                 assert normalise(raw[m.start : m.end]) not in student, task.id
             assert not redactor.find(" ".join(m.content for m in task.prompt)), task.id
             checked += 1
-    assert checked == len(snap.tasks) == demo_snapshot.manifest["counts"]["tasks"]
+    assert checked == len(snap.tasks) == demo_snapshot.snapshot.manifest.counts.tasks
 
 
 def test_redaction_reaches_the_teacher_prompt(demo_snapshot: IngestResult) -> None:
@@ -203,10 +206,10 @@ def test_redaction_reaches_the_teacher_prompt(demo_snapshot: IngestResult) -> No
     from rlsd.train.config import load_config
 
     template = load_config(DEFAULT_CONFIG).teacher.prompt_template
-    snap = load_snapshot(demo_snapshot.snapshot)
+    snap = load_snapshot(demo_snapshot.path)
     total: dict[str, int] = {}
-    for s in snap.manifest["sources"]:
-        for k, n in s["redactions"].items():
+    for s in snap.manifest.sources:
+        for k, n in s.redactions.items():
             total[k] = total.get(k, 0) + n
     assert total.get("email", 0) > 0 and total.get("phone", 0) > 0, total
     redacted = [t for t in snap.tasks if "[REDACTED:" in t.privileged_context]

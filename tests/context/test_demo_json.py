@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from rlsd.context import demo_json
-from rlsd.context.demo_json import JsonTask, generate_json_tasks
+from rlsd.demo import documents as demo_json
+from rlsd.demo.documents import JsonTask, generate_json_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 

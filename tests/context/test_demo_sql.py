@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from rlsd.context import demo_sql
-from rlsd.context.demo_sql import (
+from rlsd.demo import sql as demo_sql
+from rlsd.demo.sql import (
     TEMPLATES,
     ChinookUnavailableError,
     SqlTask,

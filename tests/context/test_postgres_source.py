@@ -16,16 +16,16 @@ import sqlalchemy as sa
 import yaml
 
 from rlsd.context import (
-    DEMO_SOURCES,
     MissingEnvVarError,
     SourceConfig,
     load_sources,
     read_source,
     validate_source,
 )
-from rlsd.context.store_copy import StoreCopyError, copy_store
+from rlsd.demo import DEMO_SOURCES
 from tests.helpers.context_store import GOOD_ROWS, VERIFIERS
 from tests.helpers.postgres import PostgresServer
+from tests.helpers.store_copy import StoreCopyError, copy_store
 
 REPO = Path(__file__).resolve().parents[2]
 PW_ENV = "RLSD_TEST_PG_PASSWORD"
@@ -170,7 +170,7 @@ def test_ingest_from_postgres_gives_the_sqlite_snapshot(
         if DEMO_STORE_REF in src["url"]:
             src["url"] = pg_url
             repointed.add(src["name"])
-    assert repointed == {s["name"] for s in demo_snapshot.manifest["sources"]}
+    assert repointed == {s.name for s in demo_snapshot.snapshot.manifest.sources}
     pg_file = tmp_path / "demo_sources.yaml"  # same stem: same snapshot name
     pg_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -184,14 +184,14 @@ def test_ingest_from_postgres_gives_the_sqlite_snapshot(
         assert pg_cfg.url == pg_url and password in pg_cfg.resolved_url()
 
     res = ingest(pg_file, out_root=tmp_path / "snaps")
-    assert res.manifest["digest"] == demo_snapshot.manifest["digest"]
-    assert res.manifest["counts"] == demo_snapshot.manifest["counts"]
-    want = {t.id: _task_view(t) for t in load_snapshot(demo_snapshot.snapshot).tasks}
-    got = {t.id: _task_view(t) for t in load_snapshot(res.snapshot).tasks}
+    assert res.snapshot.digest == demo_snapshot.snapshot.digest
+    assert res.snapshot.manifest.counts == demo_snapshot.snapshot.manifest.counts
+    want = {t.id: _task_view(t) for t in load_snapshot(demo_snapshot.path).tasks}
+    got = {t.id: _task_view(t) for t in load_snapshot(res.path).tasks}
     assert got == want
-    evidence = "".join(p.read_text() for p in res.snapshot.rglob("*") if p.is_file())
+    evidence = "".join(p.read_text() for p in res.path.rglob("*") if p.is_file())
     assert password not in evidence
-    assert all(f"${{{PW_ENV}}}" in s["url"] for s in res.manifest["sources"])
+    assert all(f"${{{PW_ENV}}}" in s.url for s in res.snapshot.manifest.sources)
 
 
 PLANTED = [

@@ -2,64 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image, ImageDraw
 
 from rlsd.models import LoadedPolicy, ModelConfig, load_policy
 from rlsd.models.vlm import (
     FAMILIES,
     IDEFICS_FAMILIES,
     QWEN_FAMILIES,
-    LoadedVLM,
     encode_mm_prompt,
     is_vision_language,
     load_vlm,
-    make_tiny_vlm,
     mm_prompt_text,
     vlm_family,
 )
 from rlsd.rollout import SamplingSettings
 from rlsd.rollout.hf_generate_mm import HFGenerateEngineMM
+from tests.helpers import tiny_vlm
+from tests.helpers.tiny_vlm import make_tiny_vlm, shapes_image
 
-# SmolVLMProcessor refuses to build without num2words (used for video frame captions).
-PARAMS = [
-    pytest.param(
-        f,
-        marks=pytest.mark.skipif(
-            f == "smolvlm" and importlib.util.find_spec("num2words") is None,
-            reason="SmolVLMProcessor needs the num2words package (pip install num2words)",
-        ),
-    )
-    for f in FAMILIES
-]
-
-
-def shapes_image(width: int, height: int, n: int, seed: int) -> Image.Image:
-    """A deterministic picture of ``n`` coloured rectangles."""
-    g = torch.Generator().manual_seed(seed)
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    for _ in range(n):
-        x, y = (int(v) for v in torch.randint(0, max(width, height) // 2, (2,), generator=g))
-        colour = tuple(int(c) for c in torch.randint(0, 255, (3,), generator=g))
-        draw.rectangle([x, y, x + width // 4, y + height // 4], fill=colour)
-    return img
-
-
-def tiny_vlm_dir(tmp_path_factory, family: str) -> Path:
-    # One build per session, shared with tests/train/test_forward_mm.py.
-    return make_tiny_vlm(family, tmp_path_factory.getbasetemp() / "tiny-vlm" / family)
-
-
-@pytest.fixture(scope="module", params=PARAMS)
-def vlm(request, tmp_path_factory) -> LoadedVLM:
-    return load_vlm(ModelConfig(name_or_path=str(tiny_vlm_dir(tmp_path_factory, request.param))))
-
+vlm = tiny_vlm.vlm  # the shared fixture: a tiny model of each family
 
 QUESTION = [{"role": "user", "content": "How many rectangles are there?"}]
 

@@ -66,7 +66,7 @@ def _wait(flow_run_id: str, until: set[str], timeout: float, worker_log: Path) -
 def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alias(
     prefect_mlflow_servers, tiny_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from rlsd.context import build_demo_store
+    from rlsd.demo import build_demo_store
 
     servers = prefect_mlflow_servers
     env = _env(servers, tmp_path)

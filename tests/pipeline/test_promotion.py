@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rlsd.gate import ApprovalRecord, evaluate_gate
-from rlsd.pipeline.config import PipelineConfig
-from rlsd.pipeline.stages import GateOutcome, StaleChampionError, promote
+from rlsd.gate.evidence import GateOutcome
+from rlsd.tracking.registry import StaleChampionError, promote
 from tests.gate import factory
 
 
@@ -45,7 +45,10 @@ def _gate(version: str, run_id: str, champion: str | None, passed: bool = True) 
     pol = factory.policy() if passed else factory.policy(min_gain_over_control=0.5)
     decision = evaluate_gate(pol, ev, now=factory.NOW)
     assert decision.passed is passed
-    return GateOutcome(decision.to_json(), passed, "", run_id, version, champion)
+    return GateOutcome(
+        decision_json=decision.to_json(), passed=passed, markdown="", run_id=run_id,
+        version=version, champion_version=champion,
+    )  # fmt: skip
 
 
 def _approval(gate: GateOutcome, decision: str = "approve") -> ApprovalRecord:
@@ -59,26 +62,24 @@ def _approval(gate: GateOutcome, decision: str = "approve") -> ApprovalRecord:
 
 def test_two_gates_decided_on_the_same_champion_cannot_both_move_the_alias(registry) -> None:
     client, versions = registry
-    cfg = PipelineConfig(registered_model="m")
     (v1, r1), (v2, r2), _ = versions
     # both gates compared their candidate with "no champion yet"
     g1, g2 = _gate(v1, r1, None), _gate(v2, r2, None)
-    assert promote(cfg, g1, _approval(g1)) == "promote"
+    assert promote("m", g1, _approval(g1)) == "promote"
     assert str(client.get_model_version_by_alias("m", "champion").version) == v1
     with pytest.raises(StaleChampionError, match="run the gate again"):
-        promote(cfg, g2, _approval(g2))
+        promote("m", g2, _approval(g2))
     assert str(client.get_model_version_by_alias("m", "champion").version) == v1
     assert client.get_model_version("m", v2).tags["rlsd.gate.outcome"] == "stale"
 
 
 def test_promotion_keeps_the_previous_champion_and_records_the_approval(registry) -> None:
     client, versions = registry
-    cfg = PipelineConfig(registered_model="m")
     (v1, r1), (v2, r2), (v3, r3) = versions
     g = _gate(v1, r1, None)
-    promote(cfg, g, _approval(g))
+    promote("m", g, _approval(g))
     g = _gate(v2, r2, v1)
-    assert promote(cfg, g, _approval(g)) == "promote"
+    assert promote("m", g, _approval(g)) == "promote"
     assert str(client.get_model_version_by_alias("m", "champion").version) == v2
     assert str(client.get_model_version_by_alias("m", "previous-champion").version) == v1
     tags = client.get_model_version("m", v2).tags
@@ -86,7 +87,7 @@ def test_promotion_keeps_the_previous_champion_and_records_the_approval(registry
     assert tags["rlsd.approval.reason"] == "reviewed the gate"
     # a rejection, and a failed gate even with an approval, leave the alias where it is
     g = _gate(v3, r3, v2)
-    assert promote(cfg, g, _approval(g, "reject")) == "reject"
+    assert promote("m", g, _approval(g, "reject")) == "reject"
     g = _gate(v3, r3, v2, passed=False)
-    assert promote(cfg, g, _approval(g)) == "reject"
+    assert promote("m", g, _approval(g)) == "reject"
     assert str(client.get_model_version_by_alias("m", "champion").version) == v2

@@ -89,7 +89,7 @@ def run_retrain(tmp: Path, config: Path, **kwargs: object) -> dict:
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from rlsd.context import build_demo_store
+    from rlsd.demo import build_demo_store
 
     tmp = tmp_path_factory.mktemp("retrain")
     store = tmp / "demo.sqlite"

@@ -67,7 +67,8 @@ def test_cascade_attention_equals_attention_over_the_repeated_prompt(tiny_model_
     """Per-step logits of the group-prefix cache against transformers' own cache (prompt
     repeated per row), through left padding and rows leaving the batch."""
 
-    from rlsd.rollout.decode import GroupPrefix, GroupPrefixLayer
+    from rlsd.models.attention import GroupPrefix
+    from rlsd.rollout.decode import GroupPrefixLayer
 
     policy = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
     model = policy.model.eval()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
+from rlsd.context.manifest import ImagesInfo
 from rlsd.context.snapshot import SnapshotError, load_snapshot, write_snapshot
 from rlsd.tasks import (
     TASK_CONFIGS,
@@ -385,11 +386,9 @@ def test_snapshot_round_trip_with_images(visual_snapshot, tmp_path: Path) -> Non
     files = sorted((path / "images").glob("??/*.png"))
     assert [f"sha256:{f.stem}" for f in files] == refs
     assert all(f.parent.name == f.stem[:2] for f in files)
-    assert snap.manifest["images"] == {
-        "dir": "images",
-        "count": len(refs),
-        "bytes": sum(f.stat().st_size for f in files),
-    }
+    assert snap.manifest.images == ImagesInfo(
+        dir="images", count=len(refs), bytes=sum(f.stat().st_size for f in files)
+    )
     for t in snap.tasks:
         assert snap.image_store.has(t.images[0])
         assert pixel_digest(snap.image_store.open(t.images[0])) == t.images[0]
@@ -445,5 +444,6 @@ def test_text_snapshot_has_no_images(tmp_path: Path) -> None:
     train, heldout = generate_arithmetic_tasks({"n_train": 4, "n_heldout": 2, "few_shot": 0})
     path, _ = write_snapshot(train + heldout, tmp_path, name="text", manifest_extra={})
     snap = load_snapshot(path)
-    assert snap.manifest["images"]["count"] == 0 and not (path / "images").exists()
+    assert snap.manifest.images is not None and snap.manifest.images.count == 0
+    assert not (path / "images").exists()
     assert snap.image_store.iter_refs() == []

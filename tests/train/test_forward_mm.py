@@ -2,63 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 import rlsd.train.forward_mm as forward_mm
 from rlsd.algo import token_logprobs_from_hidden
-from rlsd.models import ModelConfig
-from rlsd.models.vlm import (
-    FAMILIES,
-    QWEN_FAMILIES,
-    LoadedVLM,
-    encode_mm_prompt,
-    load_vlm,
-    make_tiny_vlm,
-)
+from rlsd.models.vlm import QWEN_FAMILIES, LoadedVLM, encode_mm_prompt
 from rlsd.rollout.hf_generate_mm import HFGenerateEngineMM
 from rlsd.train.forward import ResponseIndex, output_head
 from rlsd.train.forward_mm import response_hidden_plain_mm, response_hidden_shared_prefix_mm
+from tests.helpers import tiny_vlm
+from tests.helpers.tiny_vlm import shapes_image
 
-# SmolVLMProcessor refuses to build without num2words (used for video frame captions).
-PARAMS = [
-    pytest.param(
-        f,
-        marks=pytest.mark.skipif(
-            f == "smolvlm" and importlib.util.find_spec("num2words") is None,
-            reason="SmolVLMProcessor needs the num2words package (pip install num2words)",
-        ),
-    )
-    for f in FAMILIES
-]
-
+vlm = tiny_vlm.vlm  # the shared fixture: a tiny model of each family
 G = 3
-
-
-def shapes_image(width: int, height: int, n: int, seed: int) -> Image.Image:
-    """A deterministic picture of ``n`` coloured rectangles (as in tests/models/test_vlm.py)."""
-    g = torch.Generator().manual_seed(seed)
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    for _ in range(n):
-        x, y = (int(v) for v in torch.randint(0, max(width, height) // 2, (2,), generator=g))
-        colour = tuple(int(c) for c in torch.randint(0, 255, (3,), generator=g))
-        draw.rectangle([x, y, x + width // 4, y + height // 4], fill=colour)
-    return img
-
-
-def tiny_vlm_dir(tmp_path_factory, family: str) -> Path:
-    # One build per session, shared with tests/models/test_vlm.py.
-    return make_tiny_vlm(family, tmp_path_factory.getbasetemp() / "tiny-vlm" / family)
-
-
-@pytest.fixture(scope="module", params=PARAMS)
-def vlm(request, tmp_path_factory) -> LoadedVLM:
-    return load_vlm(ModelConfig(name_or_path=str(tiny_vlm_dir(tmp_path_factory, request.param))))
 
 
 def _prompts(vlm: LoadedVLM) -> list[dict]:

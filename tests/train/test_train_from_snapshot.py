@@ -39,7 +39,7 @@ def _snapshot(tmp_path: Path, rows: list[tuple], name: str) -> Path:
     sources.write_text(json.dumps({"sources": [src]}))
     policy = tmp_path / "policy.yaml"
     policy.write_text("allowed_sources: ['*']\n")
-    return ingest(sources, policy_path=policy, out_root=tmp_path / f"snaps-{name}").snapshot
+    return ingest(sources, policy_path=policy, out_root=tmp_path / f"snaps-{name}").path
 
 
 def test_trainer_trains_from_a_snapshot_and_records_its_digest(tiny_model_dir, tmp_path):
@@ -67,6 +67,22 @@ def test_trainer_trains_from_a_snapshot_and_records_its_digest(tiny_model_dir, t
     with pytest.raises(ResumeError, match="dataset digest"):
         train(cfg2, resume=True)
     assert other != snap
+
+
+def test_trainer_takes_an_already_loaded_snapshot(tiny_model_dir, tmp_path, monkeypatch):
+    snap = _snapshot(tmp_path, _rows(20), "l")
+    loaded = load_snapshot(snap)
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the snapshot handed over must not be read again")
+
+    monkeypatch.setattr("rlsd.context.snapshot.load_snapshot", no_reload)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "run", **{"task.dataset": str(snap),
+                      "algo.name": "grpo", "run.steps": 1, "eval.num_tasks": 0})  # fmt: skip
+    train(cfg, snapshot=loaded, show_progress=False)
+    lineage = json.loads((tmp_path / "run" / "dataset.json").read_text())
+    assert lineage["digest"] == loaded.digest
+    assert lineage["train"] + lineage["heldout"] == 20
 
 
 def test_domain_filter_and_missing_verifier_errors(tmp_path):

@@ -21,7 +21,7 @@ FAMILIES = ["qwen2_vl", "smolvlm"]
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny_vlm(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rlsd.models.vlm import make_tiny_vlm
+    from tests.helpers.tiny_vlm import make_tiny_vlm
 
     if request.param == "smolvlm":
         pytest.importorskip("num2words", reason="SmolVLM's processor needs num2words")

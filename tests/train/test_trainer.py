@@ -181,15 +181,17 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tmp_path):
 def test_non_finite_gradient_skips_the_update_and_keeps_training(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    import rlsd.train.trainer as trainer_mod
+    import dataclasses
 
-    real = trainer_mod.algo.ppo_clip_loss
+    from rlsd.algo import METHODS
 
-    def poisoned(*args, **kwargs):
-        loss, stats = real(*args, **kwargs)
-        return loss * float("nan"), stats
+    real = METHODS["grpo"].loss
 
-    monkeypatch.setattr(trainer_mod.algo, "ppo_clip_loss", poisoned)
+    def poisoned(inputs):
+        out = real(inputs)
+        return dataclasses.replace(out, loss=out.loss * float("nan"))
+
+    monkeypatch.setitem(METHODS, "grpo", dataclasses.replace(METHODS["grpo"], loss=poisoned))
     cfg = tiny_config(
         tiny_model_dir, tmp_path / "nan", **{"algo.name": "grpo", "eval.num_tasks": 0}
     )
@@ -217,8 +219,8 @@ def test_teacher_skips_groups_without_advantage_and_the_credit_is_unchanged(
     G = cfg.rollout.group_size
     advantages = torch.linspace(-1.0, 1.0, len(tasks) * G)
     advantages[G : 3 * G] = 0.0  # groups 1 and 2 carry no signal
-    everything = teacher_phase(s, tasks, rollout, index)
-    skipping = teacher_phase(s, tasks, rollout, index, advantages)
+    everything = teacher_phase(s, tasks, rollout, index).token_logprobs
+    skipping = teacher_phase(s, tasks, rollout, index, advantages).token_logprobs
     assert everything.shape == skipping.shape == index.mask.shape
     assert torch.equal(skipping[G : 3 * G], torch.zeros_like(skipping[G : 3 * G]))
     informative = list(range(G)) + list(range(3 * G, 4 * G))
@@ -232,4 +234,4 @@ def test_teacher_skips_groups_without_advantage_and_the_credit_is_unchanged(
     assert sa == pytest.approx(sb, abs=1e-5)
     # nothing informative: no teacher forward at all
     none = teacher_phase(s, tasks, rollout, index, torch.zeros(len(tasks) * G))
-    assert not none.any()
+    assert not none.token_logprobs.any()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from vb_support import NAMES, REPO, VERIFIERS, prepare, spec
+
+from rlsd.verify.guest import SHARED_MODULES, shared_source
+from rlsd.verify.local_sandbox import image_layout
+from rlsd.verify.spec import load_spec
 
 LIMIT_TYPES = {
     "item_timeout_s": (int, float),
@@ -19,7 +24,7 @@ LIMIT_TYPES = {
     "tmpfs_mb": int,
     "network": bool,
 }
-ALLOWED_IMPORTS = set(sys.stdlib_module_names) | {"jsonschema", "answer_extraction"}
+STDLIB = set(sys.stdlib_module_names)
 
 
 def test_exactly_the_five_builtins_are_present():
@@ -75,7 +80,8 @@ def test_dockerfile_builds_on_the_base_image_as_nobody(name):
     ]
     assert lines[:2] == ["ARG BASE_IMAGE=rlsd/verifier-base:bookworm-1", "FROM ${BASE_IMAGE}"]
     assert "COPY verify.py /verifier/" in lines
-    assert ("COPY build/ /verifier/" in lines) == (folder / "prepare.py").exists()
+    generated = (folder / "prepare.py").exists() or bool(spec(name).get("shared"))
+    assert ("COPY build/ /verifier/" in lines) == generated
     assert "USER 65534:65534" in lines and "WORKDIR /tmp" in lines
     assert not any(line.startswith("RUN") for line in lines)  # builds need no network or shell
 
@@ -93,39 +99,53 @@ def _imports(source: str) -> set[str]:
 @pytest.mark.parametrize("name", NAMES)
 def test_verify_program_needs_only_the_base_image(name):
     source = (VERIFIERS / name / "verify.py").read_text()
-    assert _imports(source) <= ALLOWED_IMPORTS, _imports(source) - ALLOWED_IMPORTS
-    if name != "json-schema":
-        assert "jsonschema" not in _imports(source)
+    allowed = STDLIB | set(spec(name).get("shared", []))
+    if name == "json-schema":
+        allowed.add("jsonschema")
+    assert _imports(source) <= allowed, _imports(source) - allowed
 
 
-def _block(source: str, start: str, end: str) -> str:
-    i = source.index(start)
-    j = source.index("\n", source.index(end)) + 1
-    return source[i:j]
+@pytest.mark.parametrize("module", sorted(SHARED_MODULES))
+def test_shared_modules_need_only_the_standard_library(module):
+    assert _imports(shared_source(module).read_text()) <= STDLIB
 
 
-def test_protocol_block_is_identical_in_every_verifier():
-    blocks = {
-        name: _block(
-            (VERIFIERS / name / "verify.py").read_text(),
-            "# --- rlsd verifier protocol",
-            "# --- end of rlsd verifier protocol",
-        )
-        for name in NAMES
+def _defined(source: str) -> set[str]:
+    return {
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
     }
-    assert len(set(blocks.values())) == 1, "copy the protocol block verbatim into every verify.py"
 
 
-def test_json_extraction_block_is_identical_in_json_verifiers():
-    blocks = {
-        _block(
-            (VERIFIERS / name / "verify.py").read_text(),
-            "# --- JSON payload extraction",
-            "# --- end of JSON payload extraction",
-        )
-        for name in ("json-schema", "policy-rules")
-    }
-    assert len(blocks) == 1
+@pytest.mark.parametrize("name", NAMES)
+def test_built_verifier_gets_the_shared_protocol_module(name):
+    """Every built-in speaks the protocol through the one shared module, which its build gets
+    byte for byte (build/ locally, /verifier in the image and in the local sandbox)."""
+    shared = spec(name)["shared"]
+    assert "verifier_protocol" in shared
+    source = (VERIFIERS / name / "verify.py").read_text()
+    assert "verifier_protocol" in _imports(source)
+    assert not _defined(source) & _defined(shared_source("verifier_protocol").read_text())
+    prepare(name)
+    for module in shared:
+        copied = VERIFIERS / name / "build" / f"{module}.py"
+        assert copied.read_bytes() == shared_source(module).read_bytes(), module
+    layout = image_layout(load_spec(VERIFIERS / name), VERIFIERS / name)
+    shipped = dict((dest, src) for src, dest in layout.files)
+    for module in shared:
+        src = shipped[f"/verifier/{module}.py"]
+        assert Path(src).read_bytes() == shared_source(module).read_bytes(), module
+
+
+def test_json_verifiers_share_the_payload_extraction():
+    payload = _defined(shared_source("json_payload").read_text())
+    assert "extract_json" in payload
+    for name in ("json-schema", "policy-rules"):
+        assert "json_payload" in spec(name)["shared"]
+        source = (VERIFIERS / name / "verify.py").read_text()
+        assert "json_payload" in _imports(source)
+        assert not _defined(source) & payload, name
 
 
 def test_math_answer_ships_the_in_process_extraction_verbatim():

@@ -45,19 +45,13 @@ def python_ids(name: str) -> list[str]:
 
 @functools.cache
 def prepare(name: str) -> None:
-    """Run the folder's prepare step (once per session), as the inventory does before a build."""
-    script = VERIFIERS / name / "prepare.py"
-    if not script.exists():
-        return
-    done = subprocess.run(
-        [sys.executable, "prepare.py"],
-        cwd=script.parent,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{name}/prepare.py failed:\n{done.stdout}\n{done.stderr}")
+    """Copy the folder's shared modules and run its prepare step (once per session), as both
+    sandboxes do before running it."""
+    from rlsd.verify.images import run_prepare
+    from rlsd.verify.spec import load_spec
+
+    folder = VERIFIERS / name
+    run_prepare(load_spec(folder), folder)
 
 
 def spec(name: str) -> dict:

@@ -29,8 +29,9 @@ def verifier_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def docker_sandbox():
-    from rlsd.verify.docker_sandbox import DockerSandbox, docker_available
-    from rlsd.verify.images import BASE_IMAGE, build_base, docker_client, image_id
+    from rlsd.verify.docker_sandbox import DockerSandbox
+    from rlsd.verify.engine import docker_available, docker_client
+    from rlsd.verify.images import BASE_IMAGE, build_base, image_id
 
     reason = docker_available()
     if reason is not None:

@@ -8,6 +8,7 @@ import pytest
 
 from rlsd.tasks.record import ChatMessage, Task
 from rlsd.verify import VERIFIERS, Verifier, get_verifier
+from rlsd.verify.backends import make_sandbox
 from rlsd.verify.inventory import (
     ContainerVerifier,
     Inventory,
@@ -15,7 +16,7 @@ from rlsd.verify.inventory import (
     register_inventory,
     run_inventory,
 )
-from rlsd.verify.sandbox import SandboxUnavailable, make_sandbox
+from rlsd.verify.sandbox import SandboxUnavailable
 from rlsd.verify.spec import load_spec, spec_digest
 from tests.verify_sandbox import folders
 
@@ -191,9 +192,9 @@ def test_container_verifier_sends_no_privileged_context(tmp_path):
 
 
 def test_require_docker_forbids_the_local_fallback(monkeypatch, tmp_path):
-    import rlsd.verify.docker_sandbox as ds
+    import rlsd.verify.engine as engine
 
-    monkeypatch.setattr(ds, "docker_available", lambda timeout=3.0: "engine down (test)")
+    monkeypatch.setattr(engine, "docker_available", lambda timeout=3.0: "engine down (test)")
     with pytest.raises(SandboxUnavailable, match="policy requires Docker"):
         make_sandbox("auto", require_docker=True)
     with pytest.raises(SandboxUnavailable, match="policy requires Docker"):

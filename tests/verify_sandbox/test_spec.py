@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from rlsd.verify import guest
 from rlsd.verify.spec import (
     SpecError,
     VerifierSpec,
     discover_specs,
+    image_digest,
     image_tag,
     load_spec,
     spec_digest,
@@ -148,3 +150,27 @@ def test_digest_is_stable_and_ignores_build_outputs(tmp_path):
     assert d2 != d1 and len(d2) == 64
     spec = load_spec(folder)
     assert image_tag(spec, d2) == f"rlsd-verifier/echo-eq:1.0.0-{d2[:12]}"
+
+
+def test_digest_and_image_tag_follow_the_shared_modules(tmp_path, monkeypatch):
+    """A shared module is part of the program: editing its one source changes the digest (and
+    the image tag) of every verifier that lists it, and of no other."""
+    source = tmp_path / "verifier_protocol.py"
+    source.write_text("VERSION = 1\n")
+    monkeypatch.setitem(guest.SHARED_MODULES, "verifier_protocol", source)
+    user = _write(tmp_path / "a", shared=["verifier_protocol"])
+    other = _write(tmp_path / "b")
+    d_user, d_other = spec_digest(user), spec_digest(other)
+    source.write_text("VERSION = 2\n")
+    assert spec_digest(user) != d_user
+    assert spec_digest(other) == d_other
+    assert image_digest(user) != image_digest(other)
+    guest.install_shared(["verifier_protocol"], user)
+    assert (user / "build" / "verifier_protocol.py").read_text() == "VERSION = 2\n"
+
+
+def test_unknown_shared_module_is_named(tmp_path):
+    with pytest.raises(SpecError) as exc:
+        load_spec(_write(tmp_path, shared=["verifier_protocol", "nope"]))
+    assert "shared = ['verifier_protocol', 'nope']" in str(exc.value)
+    assert "unknown shared module(s) nope" in str(exc.value)

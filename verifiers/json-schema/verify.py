@@ -30,14 +30,17 @@ import contextlib
 import functools
 import json
 import os
-import re
-import signal
 import sys
 from collections import OrderedDict
 
-# The vendored jsonschema (prepare.py): vendor.zip and the rpds extension beside it, in this
-# folder in the image (/verifier), in build/ when run from the verifier's folder.
+# The shared modules (`shared:` in verifier.yaml) sit beside this file in the image (/verifier)
+# and in build/ when it runs from the verifier's folder.
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # the image's /verifier is read-only; keep build/ clean locally
+sys.path[:0] = [p for p in (HERE, os.path.join(HERE, "build")) if p not in sys.path]
+
+# The vendored jsonschema (prepare.py): vendor.zip and the rpds extension beside it, in the
+# same two places.
 for _where in (HERE, os.path.join(HERE, "build")):
     if os.path.isfile(os.path.join(_where, "vendor.zip")):
         sys.path[:0] = [os.path.join(_where, "vendor.zip"), _where]
@@ -55,324 +58,18 @@ except (ImportError, AttributeError) as _exc:  # pragma: no cover - a broken ima
     )
     raise SystemExit(2) from None
 
+from json_payload import (  # noqa: E402
+    extract_json,
+    json_equal,
+    lookup,
+    show_path,
+    show_value,
+    split_path,
+)
+from verifier_protocol import serve  # noqa: E402
+
 DEFAULT_TIMEOUT_S = 5.0
 MAX_ERRORS_SHOWN = 5
-
-# --- rlsd verifier protocol: keep this block identical in every verifiers/*/verify.py ---------
-# stdin: one JSON item per line {"id", "response", "reference", ...}; stdout, per item, first a
-# start marker {"start": id, "nonce"} and then its result {"id", "passed", "score", "detail",
-# "nonce"}, each written and flushed at once, ASCII only. The marker tells the sandbox which item
-# was being checked if the program dies or stalls, so only that item is charged. Only these lines
-# reach the real stdout: fd 1 is pointed at stderr before any item is checked.
-_MAX_LINE = 32 * 1024 * 1024
-_MAX_DETAIL = 4000
-_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR")
-_LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*("(?:[^"\\\r\n]|\\.){0,512}")')
-
-
-class ItemTimeout(Exception):
-    """Raised (by SIGALRM) when checking one item overruns its time limit."""
-
-
-def item_timeout(default: float) -> float:
-    """The per-item time limit: env RLSD_ITEM_TIMEOUT_S when set and sane, else ``default``."""
-    try:
-        value = float(os.environ.get("RLSD_ITEM_TIMEOUT_S", ""))
-    except ValueError:
-        return default
-    return value if 0 < value < 86400 else default
-
-
-def child_env(home: str = "/tmp") -> dict:
-    """The whole environment a child process gets: no nonce, no credentials, nothing inherited."""
-    return {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home}
-
-
-def _fmt_seconds(value: float) -> str:
-    return f"{value:g}"
-
-
-def _result(ident, passed, score, detail, nonce) -> str:
-    try:
-        score = float(score)
-    except (TypeError, ValueError):
-        score = 0.0
-    if not 0.0 <= score <= 1.0:  # also false for NaN
-        score = 0.0 if not score > 0.0 else 1.0
-    detail = str(detail)
-    if len(detail) > _MAX_DETAIL:
-        detail = detail[: _MAX_DETAIL - 3] + "..."
-    record = {"id": ident, "passed": bool(passed), "score": score, "detail": detail}
-    record["nonce"] = nonce
-    return json.dumps(record, ensure_ascii=True) + "\n"
-
-
-def _harden() -> None:
-    """Make this process non-dumpable (Linux): a same-uid child can then no longer open
-    /proc/<our pid>/fd/* (our stdin and stdout), /proc/<our pid>/environ (the nonce's initial
-    copy) or /proc/<our pid>/mem. Children that exec a program are dumpable again, so this does
-    not restrict them otherwise."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except Exception:  # not Linux, no libc: nothing to harden
-        pass
-
-
-def _check_one(check, item, timeout: float, alarm: bool):
-    def on_alarm(signum, frame):
-        raise ItemTimeout
-
-    try:
-        try:
-            if alarm:
-                signal.signal(signal.SIGALRM, on_alarm)
-                signal.setitimer(signal.ITIMER_REAL, timeout)
-            passed, score, detail = check(item, timeout)
-        finally:
-            if alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-    except ItemTimeout:
-        return False, 0.0, f"timeout: {_fmt_seconds(timeout)} s"
-    except Exception as exc:  # a bad item is a failed item, never a crash
-        return False, 0.0, f"verifier error: {type(exc).__name__}: {exc}"
-    return bool(passed), score, detail
-
-
-def serve(
-    check, *, default_timeout: float, alarm: bool = True, nonce: str | None = None, after=None
-) -> int:
-    """Run ``check(item, timeout) -> (passed, score, detail)`` over the JSON lines on stdin.
-
-    ``alarm`` enforces the per-item limit with SIGALRM (for checks that run in this process;
-    a check that runs children enforces it itself). ``nonce``: when the program already took it
-    from the environment. ``after()`` runs once a result is written (clean-up between items; if
-    it raises SystemExit the program stops between two items, which charges no item). Returns
-    the exit code.
-    """
-    _harden()
-    if nonce is None:
-        nonce = os.environ.pop("RLSD_RESULT_NONCE", None)
-    timeout = item_timeout(default_timeout)
-    for key in list(os.environ):
-        if key not in _KEEP_ENV:
-            del os.environ[key]
-    out = os.fdopen(os.dup(1), "w", encoding="ascii", newline="\n")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    source = sys.stdin.buffer
-    while True:
-        line = source.readline(_MAX_LINE + 1)
-        if not line:
-            break
-        ident = None
-        if len(line) > _MAX_LINE and not line.endswith(b"\n"):
-            while True:  # drop the rest of the overlong line
-                chunk = source.readline(1 << 20)
-                if not chunk or chunk.endswith(b"\n"):
-                    break
-            verdict = (False, 0.0, f"malformed item: line longer than {_MAX_LINE} bytes")
-        elif not line.strip():
-            continue
-        else:
-            try:
-                item = json.loads(line.decode("utf-8", "replace"))
-            except (ValueError, RecursionError) as exc:
-                verdict = (False, 0.0, f"malformed item: not valid JSON ({exc})")
-            else:
-                if isinstance(item, dict):
-                    ident = item.get("id")
-                if not isinstance(ident, str):
-                    print("verifier: skipped an item without a string id", file=sys.stderr)
-                    continue
-                try:
-                    out.write(json.dumps({"start": ident, "nonce": nonce}) + "\n")
-                    out.flush()
-                except BrokenPipeError:
-                    return 0
-                verdict = _check_one(check, item, timeout, alarm)
-        if ident is None:
-            found = _LEADING_ID.match(line)
-            try:
-                ident = json.loads(found.group(1)) if found else None
-            except ValueError:
-                ident = None
-            if not isinstance(ident, str):
-                print("verifier: skipped a malformed line without a readable id", file=sys.stderr)
-                continue
-        try:
-            out.write(_result(ident, *verdict, nonce))
-            out.flush()
-        except BrokenPipeError:
-            return 0
-        if after is not None:
-            after()
-    return 0
-
-
-# --- end of rlsd verifier protocol --------------------------------------------------------------
-
-
-# --- JSON payload extraction: keep identical in json-schema and policy-rules ------------------
-# The payload is exactly one JSON document: the whole response (surrounding whitespace allowed)
-# or a single ```json (or unlabelled) fenced block with only whitespace outside it. Strict JSON:
-# no NaN / Infinity, no number that overflows to infinity (1e400), no number literal longer than
-# MAX_NUMBER_CHARS, no duplicate key in any object, at most MAX_DEPTH levels of nesting.
-MAX_PAYLOAD_CHARS = 1_000_000
-MAX_DEPTH = 64
-MAX_NUMBER_CHARS = 100
-_FENCED = re.compile(r"\A```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)[ \t]*```\Z", re.S)
-_FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
-
-
-class JSONFloat(float):
-    """A JSON number written with a fraction or an exponent; ``literal`` is its text as written."""
-
-    __slots__ = ("literal",)
-
-
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse_float(text: str) -> JSONFloat:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise ValueError(f"a number literal longer than {MAX_NUMBER_CHARS} characters")
-    value = JSONFloat(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("a number literal overflows to infinity")
-    value.literal = text
-    return value
-
-
-def _parse_int(text: str) -> int:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise ValueError(f"a number literal longer than {MAX_NUMBER_CHARS} characters")
-    return int(text)
-
-
-def _unique_pairs(pairs: list) -> dict:
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        raise ValueError("an object has a duplicate key")
-    return value
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_pairs,
-    parse_float=_parse_float,
-    parse_int=_parse_int,
-    parse_constant=_no_constants,
-)
-
-
-def _check_depth(value) -> None:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
-        if depth > MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-
-
-def _loads(text: str):
-    try:
-        value, end = _DECODER.raw_decode(text)
-    except RecursionError:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
-    if text[end:].strip():
-        raise ValueError(
-            f"extra data after the JSON document at character {end} (a second document or prose)"
-        )
-    if isinstance(value, dict | list):
-        _check_depth(value)
-    return value
-
-
-def extract_json(response: str) -> tuple[object, str]:
-    """The JSON payload of a response and where it was found; ValueError says why there is none.
-
-    The payload is the whole response, or the content of one ```json (or unlabelled) fenced
-    block that is all the response is. Anything else (prose before or after, a second document,
-    two blocks) is refused, so that nothing outside the checked document can carry content.
-    """
-    if len(response) > MAX_PAYLOAD_CHARS:
-        raise ValueError(f"response longer than {MAX_PAYLOAD_CHARS} characters")
-    text = response.strip()
-    if not text:
-        raise ValueError("empty response")
-    fenced = _FENCED.match(text)
-    if fenced is None:
-        where = "the whole response"
-        body = text
-    else:
-        label, body = fenced.group(1), fenced.group(2)
-        if label.lower() not in ("", "json"):
-            raise ValueError(f"the fenced block is labelled {label[:20]!r}, not json")
-        if _FENCE_LINE.search(body):
-            raise ValueError("more than one fenced block: the payload must be exactly one")
-        where = "a ```json block"
-    try:
-        return _loads(body.strip()), where
-    except ValueError as exc:
-        problem = str(exc)[:200]
-    if fenced is None and "```" in text:
-        raise ValueError(
-            "text outside the fenced block: the payload must be the whole response or one "
-            f"```json block with nothing else ({problem})"
-        )
-    raise ValueError(
-        f"the {'fenced block' if fenced else 'response'} is not one JSON document ({problem}); "
-        "the payload must be the whole response or a single ```json block with nothing outside it"
-    )
-
-
-def json_equal(a, b) -> bool:
-    """JSON equality: booleans are not numbers, 1 == 1.0, objects by keys, arrays in order."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
-
-
-def split_path(path) -> list:
-    """``"a.b.0"`` or ``["a", "b", 0]`` -> components (list form allows dots in keys)."""
-    if isinstance(path, list) and all(isinstance(p, str | int) for p in path):
-        return list(path)
-    if isinstance(path, str) and path:
-        return path.split(".")
-    raise ValueError(f"bad field path {path!r}")
-
-
-def show_path(parts) -> str:
-    return ".".join(str(p) for p in parts) or "(root)"
-
-
-def lookup(value, parts):
-    """The value at ``parts`` (a list index may be given as a digit string); KeyError if absent."""
-    for part in parts:
-        if isinstance(value, dict) and str(part) in value:
-            value = value[str(part)]
-        elif isinstance(value, list) and str(part).isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            raise KeyError(show_path(parts))
-    return value
-
-
-def show_value(value, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --- end of JSON payload extraction -----------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# the module's old name, kept: it seeds the template RNG and is recorded in provenance, so
+# changing it would change every generated task and every snapshot digest
 GENERATOR = "rlsd.context.demo_sql:v1"
 DEFAULT_N = 200
 DATABASE = "chinook"

