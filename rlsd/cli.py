@@ -92,7 +92,8 @@ def _pct(x: float | None) -> str:
 def train(
     config: ConfigOpt = None,
     algo: Annotated[
-        str | None, typer.Option(help="rlsd | grpo | opsd (overrides algo.name).")
+        str | None,
+        typer.Option(help="A registered method: grpo, rlsd, opsd, ... (overrides algo.name)."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (run.steps).")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run folder (run.output_dir).")] = None,
@@ -258,9 +259,9 @@ def ingest(
         Path | None,
         typer.Option(help="Sources YAML; default: the demo sources over `rlsd demo-store`."),
     ] = None,
-    store: Annotated[
-        Path, typer.Option(help="Demo store read by the demo sources (sets RLSD_DEMO_STORE).")
-    ] = Path("runs/demo-store.sqlite"),
+    store: Annotated[Path, typer.Option(help="Demo store read by the demo sources.")] = Path(
+        "runs/demo-store.sqlite"
+    ),
     policy: Annotated[
         Path | None,
         typer.Option(help="Data policy; default: policies/privileged_context.yaml."),

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlsd.context.manifest import SnapshotManifest
+from rlsd.context.report import sources_table
 from rlsd.tables import md_table
 from rlsd.tracking import conventions as C
 
@@ -33,7 +35,7 @@ class Lineage:
     source: str
     pipeline: dict[str, Any]
     stages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    manifest: dict[str, Any] | None = None
+    manifest: SnapshotManifest | None = None
     validation: dict[str, Any] | None = None
     gate_markdown: str | None = None
     approval: dict[str, Any] | None = None
@@ -120,7 +122,7 @@ def collect_lineage(ref: str) -> Lineage:
     ingest = (lin.stages.get("ingest_context") or [None])[0]
     if ingest:
         text = _download_text(client, ingest["run_id"], f"{C.DATASET_DIR}/manifest.json")
-        lin.manifest = json.loads(text) if text else None
+        lin.manifest = SnapshotManifest.model_validate(json.loads(text)) if text else None
         text = _download_text(client, ingest["run_id"], f"{C.DATASET_DIR}/validation/summary.json")
         lin.validation = json.loads(text) if text else None
     gate = (lin.stages.get("promotion_gate") or [None])[0]
@@ -166,26 +168,15 @@ def render_markdown(lin: Lineage) -> str:
     out += ["## Data", ""]
     if lin.manifest:
         m = lin.manifest
-        out.append(f"Snapshot **{m['name']}**, digest `{m['digest']}`; data policy digest "
-                   f"`{m['policy']['digest']}` (privileged text in artifacts: "
-                   f"{m['policy']['store_privileged_text']}).\n")  # fmt: skip
-        out.append(
-            md_table(
-                ["source", "url", "domain", "rows", "tasks", "quarantined", "redactions"],
-                [
-                    [
-                        s["name"],
-                        s["url"],
-                        s["domain"],
-                        s["rows"],
-                        s["tasks"],
-                        s["quarantined"],
-                        ", ".join(f"{k} {n}" for k, n in s["redactions"].items()) or "—",
-                    ]
-                    for s in m["sources"]
-                ],
-            )  # fmt: skip
+        policy = (
+            f"data policy digest `{m.policy.digest}` (privileged text in artifacts: "
+            f"{m.policy.store_privileged_text})"
+            if m.policy
+            else "no data policy recorded"
         )
+        out.append(f"Snapshot **{m.name}**, digest `{m.digest}`; {policy}.\n")  # fmt: skip
+        columns = ["source", "url", "domain", "rows", "tasks", "quarantined", "redactions"]
+        out.append(sources_table(m, columns).markdown())
     else:
         out.append("_no dataset manifest logged_\n")
     if lin.validation:

@@ -223,12 +223,7 @@ class VerifierSpec(_Strict):
 def read_spec_yaml(path: Path, error: ErrorFactory) -> dict[str, Any]:
     """The top-level mapping of a verifier spec or red-team battery file; ``error(path, detail)``
     on unreadable files, bad YAML or another top level."""
-
-    def reworded(where: Path, detail: str) -> Exception:
-        # these files have always said "invalid YAML" (documented, and tested on)
-        return error(where, detail.replace("not valid YAML", "invalid YAML", 1))
-
-    return read_yaml_mapping(path, error=reworded)
+    return read_yaml_mapping(path, error=error)
 
 
 def problems_line(exc: ValidationError, data: Any) -> str:

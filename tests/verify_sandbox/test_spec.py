@@ -107,7 +107,7 @@ def test_name_must_equal_folder_and_dockerfile_must_exist(tmp_path):
 def test_yaml_syntax_and_shape_errors(tmp_path):
     folder = _write(tmp_path)
     (folder / "verifier.yaml").write_text("name: [unclosed\n")
-    with pytest.raises(SpecError, match=r"verifier\.yaml: invalid YAML"):
+    with pytest.raises(SpecError, match=r"verifier\.yaml: not valid YAML"):
         load_spec(folder)
     (folder / "verifier.yaml").write_text("- a list\n")
     with pytest.raises(SpecError, match="top level must be a mapping"):
