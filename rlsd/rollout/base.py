@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,6 +129,25 @@ def trim_at_stops(
         responses.append(toks[:length])
         truncated.append(not ended)
     return responses, truncated
+
+
+def group_chunk_starts(n_prompts: int, group_size: int, max_batch_sequences: int) -> range:
+    """Where each ``generate`` call's chunk of prompts starts: whole groups, at most
+    ``max_batch_sequences`` rows (at least one group) per call."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    return range(0, n_prompts, max(1, max_batch_sequences // group_size))
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Sample in eval mode (no dropout), then give the model back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def derive_seed(*parts: int | str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import torch
 from transformers import (
@@ -24,7 +25,9 @@ from rlsd.rollout.base import (
     SamplingSettings,
     derive_seed,
     eos_token_ids,
+    eval_mode,
     generate_sampling_kwargs,
+    group_chunk_starts,
     trim_at_stops,
 )
 from rlsd.rollout.decode import decode_groups
@@ -101,18 +104,14 @@ class HFGenerateEngine:
         seed: int,
         group_offset: int = 0,
     ) -> RolloutBatch:
-        if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
-        groups_per_call = max(1, self.max_batch_sequences // group_size)
+        starts = group_chunk_starts(len(prompt_ids), group_size, self.max_batch_sequences)
         responses: list[list[int]] = []
         truncated: list[bool] = []
         timings = {"prefill": 0.0, "decode": 0.0}
         t0 = time.perf_counter()
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(prompt_ids), groups_per_call):
-                chunk = prompt_ids[start : start + groups_per_call]
+        with eval_mode(self.model):
+            for start in starts:
+                chunk = prompt_ids[start : start + starts.step]
                 call_seed = derive_seed(seed, group_offset + start)
                 if self.decode == "loop":
                     res = decode_groups(
@@ -133,8 +132,6 @@ class HFGenerateEngine:
                     r, t = self._generate_rows(rows, settings, call_seed)
                 responses.extend(r)
                 truncated.extend(t)
-        finally:
-            self.model.train(was_training)
         timings = timings if self.decode == "loop" else {}
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return RolloutBatch(
@@ -158,22 +155,36 @@ class HFGenerateEngine:
         for i, r in enumerate(rows):  # left padding: every prompt ends at the last column
             input_ids[i, width - len(r) :] = torch.tensor(r)
             attention[i, width - len(r) :] = 1
-        stopper = None
-        criteria = StoppingCriteriaList()
-        if settings.stop or settings.stop_regex:
-            stopper = TextStop(self.tokenizer, width, settings.stop, settings.stop_regex)
-            criteria.append(stopper)
-        kwargs = generate_sampling_kwargs(settings)
-        torch.manual_seed(seed)
-        out = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            max_new_tokens=settings.max_new_tokens,
-            stopping_criteria=criteria,
-            pad_token_id=pad,
-            **kwargs,
-        )
-        generated = out[:, width:].cpu().tolist()
-        return trim_at_stops(
-            generated, self.eos_ids, stopper.stopped_at if stopper is not None else None
-        )
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+        return generate_trimmed(self.model, self.tokenizer, inputs, width, settings, seed,
+                                self.eos_ids)  # fmt: skip
+
+
+def generate_trimmed(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: dict[str, torch.Tensor],
+    width: int,
+    settings: SamplingSettings,
+    seed: int,
+    eos_ids: set[int],
+    **extra: Any,
+) -> tuple[list[list[int]], list[bool]]:
+    """One ``model.generate`` call on left-padded ``inputs`` (prompts ``width`` wide), seeded,
+    stopped at the settings' stop strings, each row cut where it ended (text and VLM engines)."""
+    stopper = None
+    criteria = StoppingCriteriaList()
+    if settings.stop or settings.stop_regex:
+        stopper = TextStop(tokenizer, width, settings.stop, settings.stop_regex)
+        criteria.append(stopper)
+    torch.manual_seed(seed)
+    out = model.generate(
+        **inputs,
+        max_new_tokens=settings.max_new_tokens,
+        stopping_criteria=criteria,
+        pad_token_id=tokenizer.pad_token_id,
+        **generate_sampling_kwargs(settings),
+        **extra,
+    )
+    generated = out[:, width:].cpu().tolist()
+    return trim_at_stops(generated, eos_ids, stopper.stopped_at if stopper is not None else None)

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlsd.models.vlm import QWEN_FAMILIES
 from rlsd.models.vlm_inputs import collate_vision, mm_family, placeholder_ids
@@ -23,10 +23,10 @@ from rlsd.rollout.base import (
     SamplingSettings,
     derive_seed,
     eos_token_ids,
-    generate_sampling_kwargs,
-    trim_at_stops,
+    eval_mode,
+    group_chunk_starts,
 )
-from rlsd.rollout.hf_generate import TextStop
+from rlsd.rollout.hf_generate import generate_trimmed
 
 
 class HFGenerateEngineMM:
@@ -65,24 +65,16 @@ class HFGenerateEngineMM:
         group_offset: int = 0,
     ) -> RolloutBatch:
         """``prompts[i]`` -> rows i*G .. i*G+G-1 of the returned RolloutBatch."""
-        if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
-        groups_per_call = max(1, self.max_batch_sequences // group_size)
+        starts = group_chunk_starts(len(prompts), group_size, self.max_batch_sequences)
         responses: list[list[int]] = []
         truncated: list[bool] = []
         t0 = time.perf_counter()
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(prompts), groups_per_call):
-                chunk = prompts[start : start + groups_per_call]
-                rows = [p for p in chunk for _ in range(group_size)]
-                call_seed = derive_seed(seed, group_offset + start)
-                r, t = self._generate_rows(rows, settings, call_seed)
+        with eval_mode(self.model):
+            for start in starts:
+                rows = [p for p in prompts[start : start + starts.step] for _ in range(group_size)]
+                r, t = self._generate_rows(rows, settings, derive_seed(seed, group_offset + start))
                 responses.extend(r)
                 truncated.extend(t)
-        finally:
-            self.model.train(was_training)
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return RolloutBatch(
             prompt_ids=[list(p["input_ids"]) for p in prompts],
@@ -117,25 +109,9 @@ class HFGenerateEngineMM:
     def _generate_rows(
         self, rows: list[dict[str, Any]], settings: SamplingSettings, seed: int
     ) -> tuple[list[list[int]], list[bool]]:
-        pad = self.tokenizer.pad_token_id
         inputs, width = self.model_inputs(rows)
-        stopper = None
-        criteria = StoppingCriteriaList()
-        if settings.stop or settings.stop_regex:
-            stopper = TextStop(self.tokenizer, width, settings.stop, settings.stop_regex)
-            criteria.append(stopper)
-        kwargs = generate_sampling_kwargs(settings)
+        extra = {}
         if self.suppress_placeholders:
-            kwargs["suppress_tokens"] = sorted(placeholder_ids(self.model))
-        torch.manual_seed(seed)
-        out = self.model.generate(
-            **inputs,
-            max_new_tokens=settings.max_new_tokens,
-            stopping_criteria=criteria,
-            pad_token_id=pad,
-            **kwargs,
-        )
-        generated = out[:, width:].cpu().tolist()
-        return trim_at_stops(
-            generated, self.eos_ids, stopper.stopped_at if stopper is not None else None
-        )
+            extra["suppress_tokens"] = sorted(placeholder_ids(self.model))
+        return generate_trimmed(self.model, self.tokenizer, inputs, width, settings, seed,
+                                self.eos_ids, **extra)  # fmt: skip

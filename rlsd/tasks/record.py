@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlsd.tasks import leak
+from rlsd.tasks.leak import contains as leaks_privileged
 
 
 class ChatMessage(BaseModel):
@@ -52,7 +52,7 @@ class Task(BaseModel):
     @model_validator(mode="after")
     def _student_prompt_has_no_privileged_context(self) -> Task:
         for i, message in enumerate(self.prompt):
-            if leak.contains(message.content, self.privileged_context):
+            if leaks_privileged(message.content, self.privileged_context):
                 raise ValueError(
                     f"task {self.id!r}: the student prompt (message {i}, role "
                     f"{message.role!r}) contains the privileged context; the student must "
