@@ -27,6 +27,7 @@ setup: $(BIN)/.rlsd-installed
 # The main job: the retrain pipeline on the embedded defaults (temporary Prefect API, MLflow on
 # SQLite under runs/mlflow, the SQLite demo store, SmolLM2; Docker sandbox if an engine answers).
 demo: setup
+	$(BIN)/rlsd keys init --if-missing
 	$(BIN)/rlsd retrain --auto-approve
 
 # RLSD beside GRPO only (no pipeline, no MLflow): the comparison table.

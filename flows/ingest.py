@@ -1,7 +1,10 @@
 """Stage task: ingest the privileged context into a validated, redacted, versioned snapshot.
 
-Retried only on connection-level database errors (a transient outage), never on validation:
-a source over its bad-row threshold fails the same way every time.
+Retried only on connection-level database errors (a refused connection, a server that went
+away), never on anything a retry cannot change: a missing table or SQLite file, a wrong
+password, bad data, or a source over its bad-row threshold fail the same way every time. What
+fails reaches Prefect (its logs, the state message, the pickled exception) as the reader's
+clean :class:`~rlsd.context.reader.IngestError`: the source's name and the error's class.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from rlsd.context.reader import is_transient
 from rlsd.context.stage import IngestOutcome, ingest_stage
 from rlsd.pipeline.config import PipelineConfig
 from rlsd.tracking.records import record_ingest
@@ -21,9 +25,9 @@ def transient_db_error(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - classify, then decide
-        from sqlalchemy.exc import DisconnectionError, OperationalError
-
-        return isinstance(exc, OperationalError | DisconnectionError | ConnectionError)
+        # an OperationalError is also a missing table, a missing file or a wrong password:
+        # the reader's classification (SQLSTATE, SQLite error name) tells them apart
+        return is_transient(exc)
     return False
 
 

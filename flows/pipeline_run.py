@@ -14,12 +14,13 @@ from rlsd.gate import ApprovalRecord
 from rlsd.gate.evidence import GateOutcome
 from rlsd.pipeline.config import PipelineConfig
 from rlsd.tracking.records import parent_run, record_pipeline_outcome
+from rlsd.uris import mask_uri
 
 
 class PipelineRun(BaseModel):
     run_id: str  # the parent MLflow run
     run_dir: Path
-    tracking_uri: str
+    tracking_uri: str  # for display (printed by `rlsd retrain`): its password masked
     experiment_id: str
     flow_run_id: str
 
@@ -56,16 +57,18 @@ def pipeline_run(cfg: PipelineConfig, auto_approve: bool) -> Iterator[PipelineRu
         _tag_flow_run(f"mlflow-run:{run_id}")
         run_dir = Path(cfg.work_dir) / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        yield PipelineRun(run_id=run_id, run_dir=run_dir, tracking_uri=tracking,
+        # parent_run masks the URI and the link already; masking is idempotent, and this is
+        # where the URI leaves for the flow's output
+        yield PipelineRun(run_id=run_id, run_dir=run_dir, tracking_uri=mask_uri(tracking),
                           experiment_id=exp, flow_run_id=fr_id)  # fmt: skip
 
 
 def publish_outcome(
     run: PipelineRun, registered_model: str, gate: GateOutcome, outcome: str, winner: str,
-    approval: ApprovalRecord | None,
+    approval: ApprovalRecord | None, policy_path: str | None = None,
 ) -> None:  # fmt: skip
     """The outcome on the parent run (tags, lineage report) and as a Prefect artifact."""
-    record_pipeline_outcome(registered_model, gate.version, outcome, winner)
+    record_pipeline_outcome(registered_model, gate.version, outcome, winner, policy_path)
     who = f"Approval: {approval.mode} by {approval.approver}." if approval else ""
     create_markdown_artifact(
         f"### Outcome: **{outcome}**\n\nModel `{registered_model}` version {gate.version} "

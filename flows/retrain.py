@@ -18,7 +18,8 @@ if __package__ in (None, ""):  # `prefect deploy` loads this file by path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.evaluate import evaluate_task  # noqa: E402
-from flows.gate import approve_and_promote, gate_task  # noqa: E402
+from flows.gate import approve_and_promote, gate_task, preflight  # noqa: E402
+from flows.gate import triggered_by as who_triggered  # noqa: E402
 from flows.ingest import ingest_task  # noqa: E402
 from flows.inventory import inventory_task  # noqa: E402
 from flows.pipeline_run import pipeline_run, publish_outcome  # noqa: E402
@@ -40,14 +41,19 @@ def retrain(
     approval_timeout_s: int | None = None,
     registered_model: str | None = None,
     overrides: dict[str, Any] | None = None,
+    policy_sha256: str | None = None,
+    triggered_by: str | None = None,
 ) -> dict[str, Any]:
     """Retrain with RLSD beside a GRPO control and promote the winner through the gate."""
     logging.getLogger("rlsd").setLevel(logging.INFO)
     cfg = load_pipeline_config(config, {**(overrides or {}), "sources": sources,
                                         "registered_model": registered_model,
-                                        "approval_timeout_s": approval_timeout_s})  # fmt: skip
+                                        "approval_timeout_s": approval_timeout_s,
+                                        "promotion_policy_sha256": policy_sha256})  # fmt: skip
     if steps is not None:
         cfg.train_overrides = {**cfg.train_overrides, "run.steps": steps}
+    preflight(cfg, auto_approve)  # refuse before training a run that could never promote
+    trigger = who_triggered(triggered_by)
     with pipeline_run(cfg, auto_approve) as run:
         parent, run_dir = run.run_id, run.run_dir
         inventory = inventory_task(cfg, parent, run_dir)
@@ -74,13 +80,15 @@ def retrain(
 
         winner = pick_candidate(evals, cfg.candidate, cfg.control)
         gate = gate_task(cfg, parent, arms[winner], evals, champion_eval,
-                         str(champ.version) if champ else None, inventory, snap)  # fmt: skip
+                         str(champ.version) if champ else None, inventory, snap,
+                         trigger)  # fmt: skip
         outcome, approval = "reject", None
         if gate.passed:
             outcome, approval = approve_and_promote(cfg, gate, auto_approve)
         else:
             mark_rejected(cfg.registered_model, gate.version)
-        publish_outcome(run, cfg.registered_model, gate, outcome, winner, approval)
+        publish_outcome(run, cfg.registered_model, gate, outcome, winner, approval,
+                        cfg.promotion_policy)  # fmt: skip
     return {
         "mlflow_run_id": parent, "registered_model": cfg.registered_model,
         "version": gate.version, "winner": winner, "gate_passed": gate.passed,

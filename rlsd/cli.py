@@ -23,6 +23,8 @@ model_app = typer.Typer(
     help="The policy model: prepare the bundled SmolLM2, make a tiny test model."
 )
 config_app = typer.Typer(help="Configuration files: print the resolved configuration.")
+keys_app = typer.Typer(help="The key pair that signs the promotion gate's records.")
+policy_app = typer.Typer(help="Promotion policies: the digest a deployment pins.")
 app.add_typer(model_app, name="model")
 app.add_typer(
     verifiers_cli.app,
@@ -30,6 +32,8 @@ app.add_typer(
     help="Verifiers: build images, run the self-tested inventory, run one verifier on a batch.",
 )
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+app.add_typer(policy_app, name="policy")
 console = Console()
 
 ConfigOpt = Annotated[
@@ -336,15 +340,29 @@ def retrain(
     evaluation, promotion gate, approval, alias move; everything logged to MLflow."""
     _setup_logging()
     _quiet_services()
-    from flows.retrain import retrain as retrain_flow
+    import getpass
 
-    out = retrain_flow(
-        config=str(config) if config else None,
-        sources=sources,
-        steps=steps,
-        auto_approve=auto_approve,
-        approval_timeout_s=approval_timeout,
-    )
+    from flows.retrain import retrain as retrain_flow
+    from rlsd.gate.evidence import PromotionRefused
+    from rlsd.gate.signing import SigningError
+
+    try:
+        # the flow refuses these too; here first, so the refusal is one line, not a failed run
+        from flows.gate import preflight
+        from rlsd.pipeline.config import load_pipeline_config
+
+        preflight(load_pipeline_config(config), auto_approve)
+        out = retrain_flow(
+            config=str(config) if config else None,
+            sources=sources,
+            steps=steps,
+            auto_approve=auto_approve,
+            approval_timeout_s=approval_timeout,
+            triggered_by=getpass.getuser(),
+        )
+    except (PromotionRefused, SigningError) as exc:
+        console.print(f"refused: {exc}", style="red", markup=False)
+        raise typer.Exit(2) from None
     table = Table(title="held-out accuracy (greedy, same tasks and verifiers)")
     table.add_column("model")
     table.add_column("accuracy", justify="right")
@@ -361,9 +379,17 @@ def retrain(
             else ""
         )  # fmt: skip
     )
-    tracking = out["tracking_uri"]
-    api = os.environ.get("PREFECT_API_URL")
-    console.print(
+    console.print(retrain_pointers(out, os.environ.get("PREFECT_API_URL")), markup=False)
+
+
+def retrain_pointers(out: dict, prefect_api_url: str | None) -> str:
+    """Where a retrain run can be looked at (MLflow, Prefect, lineage), as `rlsd retrain`
+    prints it: every URI masked, since a backend store or API URL may carry a password."""
+    from rlsd.uris import mask_uri
+
+    tracking = mask_uri(out["tracking_uri"])
+    api = mask_uri(prefect_api_url) if prefect_api_url else None
+    return (
         "MLflow UI:  "
         + (tracking if tracking.startswith("http") else f"mlflow ui --backend-store-uri {tracking}")
         + f"  (run {out['mlflow_run_id']})\n"
@@ -374,8 +400,7 @@ def retrain(
             else "this run used Prefect's temporary local API; `prefect server start` and "
             "PREFECT_API_URL=http://127.0.0.1:4200/api keep runs for the UI"
         )  # fmt: skip
-        + f"\nLineage:    rlsd lineage {out['registered_model']}@{out['version']}",
-        markup=False,
+        + f"\nLineage:    rlsd lineage {out['registered_model']}@{out['version']}"
     )
 
 
@@ -412,6 +437,10 @@ def _resume_with(flow_run_id: str, decision: str, approver: str, reason: str) ->
             " not paused for approval"
         )
         raise typer.Exit(2)
+    refused = _approver_refused(run.parameters or {}, approver)
+    if refused:
+        console.print(f"refused: {refused}", style="red", markup=False)
+        raise typer.Exit(2)
     import time
 
     # The run turns PAUSED a moment before the flow stores its input schema; a resume in that
@@ -425,13 +454,41 @@ def _resume_with(flow_run_id: str, decision: str, approver: str, reason: str) ->
                 run_input={"decision": decision, "approver": approver, "reason": reason},
             )
             break
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - each failure gets one clean line
             if "schema not found" in str(exc).lower() and time.monotonic() < deadline:
                 time.sleep(1)
                 continue
-            console.print(f"[red]the server refused the {decision}:[/red] {exc}")
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(flow_run_id).state
+            if state is not None and not state.is_paused():
+                # another decision reached the run first (a concurrent `rlsd approve`)
+                console.print(
+                    f"flow run {flow_run_id} is {state.name} now, no longer waiting: another "
+                    f"decision was given first; this {decision} was not applied",
+                    style="red", markup=False,
+                )  # fmt: skip
+            else:
+                console.print(f"the server refused the {decision}: {exc}", style="red",
+                              markup=False)  # fmt: skip
             raise typer.Exit(2) from None
     console.print(f"{decision} sent to flow run {flow_run_id} ({run.name}) as {approver}")
+
+
+def _approver_refused(parameters: dict, approver: str) -> str | None:
+    """Why the run's promotion policy would refuse ``approver`` (None: it names them). Checked
+    here for a clear message; the flow checks again, as the client can be bypassed."""
+    from rlsd.gate.evidence import load_promotion_policy
+    from rlsd.pipeline.config import load_pipeline_config
+
+    try:
+        cfg = load_pipeline_config(parameters.get("config"))
+        policy, path = load_promotion_policy(cfg.promotion_policy, cfg.promotion_overrides)
+    except Exception:  # noqa: BLE001 - the flow itself decides; this is only an early message
+        return None
+    if policy.approval.allows_approver(approver.strip()):
+        return None
+    allowed = ", ".join(policy.approval.approvers) or "nobody"
+    return f"{approver!r} may not decide this gate ({path}: approval.approvers: {allowed})"
 
 
 @app.command()
@@ -462,18 +519,33 @@ def lineage(
     out: Annotated[
         Path | None, typer.Option(help="Also write Markdown here (and .html beside it).")
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="The trusted promotion policy (a local file) whose public key the records must "
+            "be signed with; default: the one the embedded pipeline config uses."
+        ),
+    ] = None,
 ) -> None:
-    """Print a model version's lineage, read from MLflow alone."""
+    """Print a model version's lineage, read from MLflow alone, and verify it: every digest
+    recomputed, every signature checked. Exits 0 only when VERIFIED (1: TAMPERED or UNSIGNED)."""
     _quiet_services()
-    from rlsd.tracking.lineage import LineageError, lineage_markdown, render_html
+    from rlsd.tracking.lineage import (
+        LineageError,
+        collect_lineage,
+        load_trust,
+        render_html,
+        render_markdown,
+    )
     from rlsd.tracking.runs import configure
 
     configure()
     try:
-        text = lineage_markdown(ref)
+        lin = collect_lineage(ref, load_trust(policy))
     except LineageError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    text = render_markdown(lin)
     from rich.markdown import Markdown
 
     console.print(Markdown(text))
@@ -482,6 +554,72 @@ def lineage(
         out.write_text(text, encoding="utf-8")
         out.with_suffix(".html").write_text(render_html(text, f"lineage {ref}"), encoding="utf-8")
         console.print(f"written: {out} and {out.with_suffix('.html')}")
+    v = lin.verification
+    assert v is not None
+    if v.status == "VERIFIED":
+        console.print(f"[green]VERIFIED[/green] {lin.name} version {lin.version}")
+        return
+    console.print(f"[red]{v.status}[/red] {lin.name} version {lin.version}:")
+    for c in v.failing:
+        console.print(f"  - {c.item}: {c.detail}", markup=False)
+    raise typer.Exit(1)
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the key pair is written.")] = Path(
+        "runs/keys"
+    ),
+    force: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
+    if_missing: Annotated[
+        bool, typer.Option(help="Do nothing (and succeed) when a key exists already.")
+    ] = False,
+) -> None:
+    """Create the Ed25519 key pair that signs gate decisions and approvals (embedded default:
+    runs/keys/rlsd-signing.pem, named by the demo policy's signing.public_key)."""
+    from rlsd.gate.signing import (
+        PRIVATE_KEY_NAME,
+        SigningError,
+        generate_key_pair,
+        inline_public_key,
+        key_id,
+        read_private_key,
+    )
+
+    existing = directory / PRIVATE_KEY_NAME
+    if if_missing and existing.exists():
+        key = read_private_key(existing).public_key()
+        console.print(f"signing key exists: {existing} (key {key_id(key)})")
+        return
+    try:
+        private, public = generate_key_pair(directory, force=force)
+    except SigningError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    key = read_private_key(private).public_key()
+    console.print(
+        f"private key: {private} (mode 600; keep it out of MLflow and git)\n"
+        f"public key:  {public} (key {key_id(key)})\n"
+        f"a policy can name it as a file (signing.public_key: {public}) or inline:\n"
+        f"  {inline_public_key(key)}",
+        markup=False,
+    )
+
+
+@policy_app.command("digest")
+def policy_digest_cmd(
+    path: Annotated[Path, typer.Argument(help="Promotion policy YAML.")] = Path(
+        "policies/promotion.yaml"
+    ),
+) -> None:
+    """Print the sha256 a deployment pins the promotion policy to (promotion_policy_sha256)."""
+    from rlsd.gate.policy import PolicyError, load_policy, policy_digest
+
+    try:
+        print(policy_digest(load_policy(path)))
+    except PolicyError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _spinner(text: str):

@@ -144,6 +144,16 @@ def test_matmul_rate_is_measured():
     assert rate.best >= rate.median > 0
 
 
+def test_leak_guard_benchmark_runs_quick():
+    cmd = [sys.executable, str(REPO / "benchmarks" / "leak_guard.py"), "--quick"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "new s/MB" in out.stdout
+    # where the old check finished, both gave the same findings
+    assert " True" in out.stdout and " False" not in out.stdout
+
+
 def test_prompt_sweep_runs_quick_on_the_tiny_model(tiny_model_dir, tmp_path):
     cmd = [
         sys.executable,

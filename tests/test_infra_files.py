@@ -47,6 +47,7 @@ DEPLOYMENTS = {
             "auto_approve",
             "approval_timeout_s",
             "registered_model",
+            "policy_sha256",
         },
     ),
     "nightly-verifier-inventory": (
@@ -192,6 +193,14 @@ def test_production_defaults_need_a_human_and_docker(deployments):
     # left to the run config / promotion policy: a value here would override them on every run
     assert not {"steps", "approval_timeout_s", "registered_model"} & set(retrain)
     assert deployments["nightly-verifier-inventory"]["parameters"]["require_docker"] is True
+
+
+def test_the_retrain_deployment_pins_the_production_promotion_policy(deployments):
+    from rlsd.gate import load_policy, policy_digest
+
+    pinned = deployments["weekly-retrain"]["parameters"]["policy_sha256"]
+    assert pinned == policy_digest(load_policy(REPO / "policies" / "promotion.yaml"))
+    assert load_policy(REPO / "policies" / "promotion.yaml").approval.required
 
 
 def test_cron_schedules_are_valid_and_fire_when_expected(deployments):

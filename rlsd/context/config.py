@@ -13,29 +13,45 @@ A sources file is YAML::
         expectations: {answer_regex: '^-?[0-9]+$', answer_length: [1, 32]}
         policy: {max_bad_fraction: 0.0}
 
-Credentials never live in the file: a password in the URL must be a whole ``${ENV_VAR}``
-reference, and the URL is interpolated only when an engine is created (``resolved_url``), so
-a loaded config -- and anything that prints it -- holds no secret.
+Credentials never live in the file: a password in the URL (or a password-like query parameter)
+must be a whole ``${ENV_VAR}`` reference, found by SQLAlchemy's own URL parser, so a password
+holding ``/ @ :`` or percent-escapes cannot slip past as "the host". The URL is interpolated only
+when an engine is created (``resolved_url``), so a loaded config -- and anything that prints it
+-- holds no secret.
+
+Interpolation works on the parsed URL, field by field (``URL.create``), never on its text: a
+value from the environment is taken as it is -- ``p@ss/w:rd#?%`` needs no escaping -- and is
+escaped by SQLAlchemy when the URL is rendered. References may stand in the username, the
+password (whole), the host, the database (any part of it: ``sqlite:///${DIR}/kb.sqlite``) and
+query values; the port must be written as a number (it is no secret, and SQLAlchemy parses it
+as one). A URL that is one ``${VAR}`` as a whole (``${DATABASE_URL}``) takes the variable's
+value as a complete, already-escaped URL.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import URL, make_url
 
 from rlsd.configs.loading import read_yaml_mapping, validation_problems
+from rlsd.uris import embedded_password, is_env_ref, is_secret_param, mask_uri
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_WHOLE_ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-# scheme://user:password@host... ; the password is whatever lies between the first ':' after
-# the scheme and the last '@' before the host part.
-_URL_PASSWORD = re.compile(r"^[A-Za-z0-9+_.-]+://[^/:@]*:(?P<password>[^/]*)@")
-_QUERY_PASSWORD = re.compile(r"[?&](?:password|passwd|pwd)=(?P<password>[^&]*)", re.IGNORECASE)
+_URL_SHAPE = "dialect+driver://user:${PASSWORD}@host:port/database"
 
 #: Task-record fields a source may map columns to.
 MAPPABLE_FIELDS = ("id", "prompt", "answer", "privileged_context", "split", "source", "verifier")
@@ -100,10 +116,45 @@ class PolicyConfig(BaseModel):
     )
 
 
+def literal_credential(url: str) -> str | None:
+    """What is wrong with a source URL (as written in a sources file) that holds a literal
+    credential or cannot be parsed, in words that quote none of it; None when it is fine.
+
+    Fine means: every password -- the URL's own, a password-like query parameter, a ``PWD=``
+    inside one -- is exactly one ``${ENV_VAR}`` reference, or the whole URL is one.
+    """
+    if is_env_ref(url):
+        return None
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - ArgumentError, or ValueError (whose text quotes the port)
+        return (
+            f"is not a SQLAlchemy URL ({_URL_SHAPE}, the port a number), nor one ${{VAR}} "
+            "holding a whole URL"
+        )
+    if parsed.password is not None:
+        # The parser stops the password at the first '@': "user:p@ss@host" gives password "p"
+        # and host "ss@host". An '@' past the user part is a password's remnant (or an
+        # unescaped '@' anyway): refused rather than guessed at.
+        if "@" in (parsed.host or "") or (parsed.host and "@" in (parsed.database or "")):
+            return "holds a literal password (an unescaped '@' follows the password)"
+        # written exactly as ":${VAR}@": a percent-escaped reference is text, not a reference
+        if parsed.password and not (is_env_ref(parsed.password) and f":{parsed.password}@" in url):
+            return "holds a literal password"
+    for key, values in parsed.query.items():
+        for value in (values,) if isinstance(values, str) else values:
+            if is_secret_param(key) and value and not is_env_ref(value):
+                return f"holds a literal password in its query parameter {key!r}"
+            if embedded_password(value):
+                return f"holds a literal password inside its query parameter {key!r}"
+    return None
+
+
 class SourceConfig(BaseModel):
     """One internal store that feeds tasks and their privileged context."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # pydantic's own message would quote the rejected URL, password and all
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     url: str = Field(
@@ -138,14 +189,17 @@ class SourceConfig(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _no_literal_password(cls, v: str) -> str:
-        for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
-            m = pattern.search(v)
-            if m and m.group("password") and not _WHOLE_ENV_REF.match(m.group("password")):
-                raise ValueError(
-                    "the URL holds a literal password; write it as an environment variable "
-                    "reference instead, e.g. postgresql+psycopg://user:${PGPASSWORD}@host/db"
-                )
+    def _no_literal_password(cls, v: str, info: ValidationInfo) -> str:
+        problem = literal_credential(v)
+        if problem is not None:
+            # "name" is declared (so validated) before "url"; absent when it was invalid
+            name = info.data.get("name")
+            who = f"source {name!r}: " if name else ""
+            raise ValueError(
+                f"{who}the URL {problem}; write the whole password as an environment "
+                "variable reference instead, e.g. postgresql+psycopg://user:${PGPASSWORD}@host/db"
+                " (the URL is shown with any password masked)"
+            )
         return v
 
     @field_validator("prompt_template")
@@ -173,12 +227,105 @@ class SourceConfig(BaseModel):
 
     def resolved_url(self, variables: Mapping[str, str] | None = None) -> str:
         """The URL with every ``${ENV_VAR}`` replaced (never stored): from ``variables`` first,
-        then from the environment."""
-        return resolve_env(self.url, what=f"source {self.name!r}: url", variables=variables)
+        then from the environment; each value escaped where the URL needs it."""
+        url = resolve_url(self.url, what=f"source {self.name!r}: url", variables=variables)
+        return url.render_as_string(hide_password=False)
+
+
+def _lookup(what: str, variables: Mapping[str, str] | None) -> Callable[[str, str], str]:
+    given = variables or {}
+
+    def value(var: str, field: str) -> str:
+        if var in given:
+            return given[var]
+        if var not in os.environ:
+            raise MissingEnvVarError(
+                f"{what} refers to ${{{var}}} (in its {field}), which is not set in the environment"
+            )
+        return os.environ[var]
+
+    return value
+
+
+def resolve_url(
+    template: str, *, what: str = "url", variables: Mapping[str, str] | None = None
+) -> URL:
+    """The SQLAlchemy URL of ``template`` with every ``${ENV_VAR}`` filled from ``variables``,
+    else the environment, field by field (see the module docstring for where references may
+    stand).
+
+    Raises :class:`MissingEnvVarError` naming ``what``, the field and the variable set in
+    neither; :class:`SourceConfigError` when the template (or a whole-URL variable) is no URL.
+    No message quotes a value: any of them may be the password.
+    """
+    value = _lookup(what, variables)
+    if is_env_ref(template):
+        var = template[2:-1]
+        try:
+            return make_url(value(var, "whole URL"))
+        except MissingEnvVarError:
+            raise
+        except Exception:  # noqa: BLE001 - ArgumentError / ValueError; their text may quote it
+            raise SourceConfigError(
+                f"{what}: ${{{var}}} does not hold a SQLAlchemy URL ({_URL_SHAPE}, escaped as "
+                "a URL); its value is not shown"
+            ) from None
+    try:
+        parsed = make_url(template)
+    except Exception:  # noqa: BLE001 - as above
+        raise SourceConfigError(
+            f"{what}: not a SQLAlchemy URL ({_URL_SHAPE}, the port a number)"
+        ) from None
+
+    def fill(text: str | None, field: str) -> str | None:
+        if text is None:
+            return None
+        return _ENV_REF.sub(lambda m: value(m.group(1), field), text)
+
+    query: dict[str, str | tuple[str, ...]] = {}
+    for key, values in parsed.query.items():
+        where = f"query parameter {key!r}"
+        if isinstance(values, str):
+            query[key] = _ENV_REF.sub(lambda m, w=where: value(m.group(1), w), values)
+        else:
+            query[key] = tuple(
+                _ENV_REF.sub(lambda m, w=where: value(m.group(1), w), v) for v in values
+            )
+    url = URL.create(
+        parsed.drivername,
+        username=fill(parsed.username, "username"),
+        password=fill(parsed.password, "password"),
+        host=fill(parsed.host, "host"),
+        port=parsed.port,
+        database=fill(parsed.database, "database"),
+        query=query,
+    )
+    _check_round_trip(url, parsed, what)
+    return url
+
+
+def _check_round_trip(url: URL, template: URL, what: str) -> None:
+    """Callers hand the rendered string to ``create_engine``, which parses it again: a value
+    that does not survive that (a host holding '/', say) would connect somewhere else."""
+    try:
+        again: URL | None = make_url(url.render_as_string(hide_password=False))
+    except Exception:  # noqa: BLE001 - the text may quote the value
+        again = None
+    fields = ("username", "password", "host", "port", "database", "query")
+    filled = [f for f in fields if getattr(template, f) != getattr(url, f)]
+    bad = filled if again is None else [f for f in filled if getattr(again, f) != getattr(url, f)]
+    if bad:
+        raise SourceConfigError(
+            f"{what}: the value from the environment in its {', '.join(bad)} cannot be "
+            "written in a URL (it would be read back differently); values not shown"
+        )
 
 
 def resolve_env(text: str, *, what: str = "url", variables: Mapping[str, str] | None = None) -> str:
     """``text`` with every ``${ENV_VAR}`` replaced from ``variables``, else the environment.
+
+    Plain text substitution, for text that is not a URL: a value lands unescaped, so a URL
+    goes through :func:`resolve_url` instead.
 
     ``variables`` lets a caller point sources somewhere (the demo store) without setting an
     environment variable for the whole process. Raises :class:`MissingEnvVarError` naming
@@ -200,7 +347,7 @@ def resolve_env(text: str, *, what: str = "url", variables: Mapping[str, str] | 
 
 
 class SourcesFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     sources: list[SourceConfig] = Field(min_length=1)
 
@@ -221,14 +368,23 @@ def _mask_passwords(data: Any) -> Any:
     masked = []
     for src in data["sources"]:
         if isinstance(src, dict) and isinstance(src.get("url"), str):
-            url = src["url"]
-            for pattern in (_URL_PASSWORD, _QUERY_PASSWORD):
-                m = pattern.search(url)
-                if m and m.group("password"):
-                    url = url[: m.start("password")] + "***" + url[m.end("password") :]
-            src = {**src, "url": url}
+            src = {**src, "url": _shown_url(src["url"])}
         masked.append(src)
     return {**data, "sources": masked}
+
+
+def _shown_url(url: str) -> str:
+    """A source URL as an error message may quote it: masked, and not at all when SQLAlchemy
+    cannot parse it (then nothing says where a password would be: a secret written as the
+    port, say)."""
+    if is_env_ref(url):
+        return url
+    try:
+        make_url(url)
+    except Exception:  # noqa: BLE001 - ArgumentError / ValueError
+        scheme = url.partition("://")[0]
+        return f"{scheme}://... (not shown)" if re.fullmatch(r"[\w+]+", scheme) else "(not shown)"
+    return mask_uri(url)
 
 
 def _sources_error(path: Path, detail: str) -> SourceConfigError:

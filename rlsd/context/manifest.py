@@ -45,6 +45,10 @@ class ImagesInfo(BaseModel):
 
 
 class FileRecord(BaseModel):
+    """What ingestion wrote of one data file. Not evidence of the content -- it sits beside the
+    digest it would vouch for; :func:`~rlsd.context.snapshot.load_snapshot` recomputes the
+    content digest from the files and checks these for consistency only."""
+
     model_config = _CONFIG
 
     sha256: str
@@ -115,6 +119,7 @@ class SnapshotManifest(BaseModel):
 
     format: str
     name: str
+    #: the content digest as claimed; a loaded snapshot's is recomputed from its files
     digest: str
     created_at: str
     counts: Counts

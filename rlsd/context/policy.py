@@ -10,21 +10,24 @@
   reports) at all; the default is no: artifacts carry digests and counts only;
 * ``student_pii`` -- what to do with a row whose student-visible text holds PII (quarantine);
 * ``leakage`` -- when the student prompt holds a redacted remnant of the privileged text (most
-  the leak check looks for it in the student prompt.
+  of its pieces, split at placeholders and clause ends): the thresholds of that leak check.
 
 Detection favours precision over recall where the two collide with the domains the product
 trains on: arithmetic traces are full of digit runs, so card numbers must pass the Luhn check,
 IBANs the mod-97 check, and phone numbers need an international prefix, an area code in
-parentheses or the North-American 3-3-4 grouping.
+parentheses or the North-American 3-3-4 grouping. Card numbers may be grouped with spaces, dashes
+or dots (dotted only in groups, so a decimal such as 3.14159265358979 is not a card); IBANs may be
+upper, lower or mixed case, unspaced or in the printed groups of four.
 """
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,16 +64,80 @@ def _luhn_ok(match: str) -> bool:
     return total % 10 == 0
 
 
+def _card_ok(match: str) -> bool:
+    if "." in match:
+        # dots also write decimals and thousands (3.14159265358979, 1.234.567.890.123): dotted
+        # card numbers must come in groups, the first of four digits, none under three
+        groups = re.split(r"[ .-]", match)
+        if len(groups) < 3 or len(groups[0]) != 4 or min(map(len, groups)) < 3:
+            return False
+    return _luhn_ok(match)
+
+
 def _iban_ok(match: str) -> bool:
     s = match.replace(" ", "").upper()
-    if not 15 <= len(s) <= 34:
+    if not 15 <= len(s) <= 34 or not s.isascii() or not s.isalnum():
         return False
     rearranged = s[4:] + s[:4]
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
+#: Where an IBAN may start: country code and check digits at the start of a word, any case.
+_IBAN_HEAD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
+_IBAN_RUN = re.compile(r"[A-Za-z0-9]*")
+_IBAN_GROUP = re.compile(r" ([A-Za-z0-9]{1,4})(?![A-Za-z0-9])")
+
+
+def _iban_spans(text: str) -> Iterator[tuple[int, int]]:
+    """IBANs unspaced or in printed groups of four (the last group shorter), mod-97 valid.
+
+    In the grouped form the IBAN may end at any group, and the words after it can look like
+    groups ("... 1332 then"): the longest valid one is taken. A regex with a check cannot do
+    that, as it never backtracks into a shorter match once the check refuses the longest.
+    """
+    end = 0
+    for head in _IBAN_HEAD.finditer(text):
+        start = head.start()
+        if start < end:
+            continue
+        ends: list[int] = []
+        run = _IBAN_RUN.match(text, head.end()).end()
+        if run > head.end():
+            ends.append(run)  # unspaced: the whole word or nothing
+        else:
+            pos = head.end()
+            while (group := _IBAN_GROUP.match(text, pos)) is not None:
+                pos = group.end()
+                ends.append(pos)
+                if len(group.group(1)) < 4:
+                    break  # a short group is the last one
+        for e in reversed(ends):
+            if _iban_ok(text[start:e]):
+                yield start, e
+                end = e
+                break
+
+
 def _phone_ok(match: str) -> bool:
     return 9 <= sum(c.isdigit() for c in match) <= 15
+
+
+#: A detector yields the (start, end) spans of its matches, in order and not overlapping.
+Finder = Callable[[str], Iterator[tuple[int, int]]]
+
+
+def _regex_finder(
+    pattern: str, check: Callable[[str], bool] | None = None, flags: int = 0
+) -> Finder:
+    compiled = re.compile(pattern, flags)
+
+    def find(text: str) -> Iterator[tuple[int, int]]:
+        for m in compiled.finditer(text):
+            # an empty match has nothing to redact (a custom pattern may match empty mid-text)
+            if m.end() > m.start() and (check is None or check(m.group(0))):
+                yield m.start(), m.end()
+
+    return find
 
 
 _BUILTIN_PATTERNS: dict[str, tuple[str, Callable[[str], bool] | None]] = {
@@ -86,14 +153,19 @@ _BUILTIN_PATTERNS: dict[str, tuple[str, Callable[[str], bool] | None]] = {
         r")(?![\w=]|[.-]\d)",
         _phone_ok,
     ),
-    "card_number": (r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])", _luhn_ok),
-    "iban": (r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])", _iban_ok),
+    # not inside a decimal either side: "2.4111111111111111" and "4111111111111111.5"
+    "card_number": (r"(?<![\w-])(?<!\d\.)\d(?:[ .-]?\d){12,18}(?![\w-]|\.\d)", _card_ok),
     "national_id": (
         # US SSN (not the never-issued 000/666/9xx areas) and UK National Insurance numbers
         r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])"
         r"|(?<![A-Za-z0-9])[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])",
         None,
     ),
+}
+
+_BUILTIN_FINDERS: dict[str, Finder] = {
+    **{name: _regex_finder(pattern, check) for name, (pattern, check) in _BUILTIN_PATTERNS.items()},
+    "iban": _iban_spans,
 }
 
 
@@ -215,31 +287,38 @@ class Redactor:
     def __init__(self, settings: RedactionSettings | None = None) -> None:
         settings = settings or RedactionSettings()
         self.replacement = settings.replacement
-        self._detectors: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = []
+        self._detectors: list[tuple[str, Finder]] = []
         # most specific first: an IBAN's digit run would otherwise pass as a card number
         for name in sorted(settings.builtin, key=_PRECEDENCE.index):
-            pattern, check = _BUILTIN_PATTERNS[name]
-            self._detectors.append((name, re.compile(pattern), check))
+            self._detectors.append((name, _BUILTIN_FINDERS[name]))
         for c in settings.custom:
             flags = re.IGNORECASE if c.ignore_case else 0
-            self._detectors.append((c.name, re.compile(c.pattern, flags), None))
+            self._detectors.append((c.name, _regex_finder(c.pattern, flags=flags)))
 
     @property
     def kinds(self) -> list[str]:
-        return [name for name, _, _ in self._detectors]
+        return [name for name, _ in self._detectors]
 
     def find(self, text: str) -> list[PiiMatch]:
         """Non-overlapping matches, earlier detectors first where two overlap."""
         found: list[PiiMatch] = []
-        taken: list[tuple[int, int]] = []
-        for name, pattern, check in self._detectors:
-            for m in pattern.finditer(text):
-                if check is not None and not check(m.group(0)):
+        # the spans taken so far, sorted and disjoint: an overlap test is two bisections, not a
+        # scan of every earlier match (a row full of PII would make that quadratic)
+        starts: list[int] = []
+        ends: list[int] = []
+        for name, finder in self._detectors:
+            # one detector's own matches never overlap: test them against earlier detectors
+            # only, and merge them in once the detector is done
+            new: list[tuple[int, int]] = []
+            for s, e in finder(text):
+                i = bisect.bisect_left(starts, e)  # spans starting before this one ends
+                if i and ends[i - 1] > s:
                     continue
-                if any(m.start() < e and s < m.end() for s, e in taken):
-                    continue
-                found.append(PiiMatch(name, m.start(), m.end()))
-                taken.append((m.start(), m.end()))
+                new.append((s, e))
+                found.append(PiiMatch(name, s, e))
+            if new:
+                spans = sorted([*zip(starts, ends, strict=True), *new])
+                starts, ends = [s for s, _ in spans], [e for _, e in spans]
         return sorted(found, key=lambda p: p.start)
 
     def redact(self, text: str) -> tuple[str, dict[str, int]]:
@@ -277,26 +356,76 @@ def leak_findings(
     (a worked solution quoting the question) is not a remnant; most of the solution is.
     """
     leakage = leakage or LeakageSettings()
+    # each text normalised once; the checks are those of :func:`rlsd.tasks.leak.contains`, so
+    # the record, ingestion and the trainer agree on what a leak of the privileged text is
     student = leak.normalise(student_text)
+    raw = leak.normalise(privileged_raw)
+    redacted = leak.normalise(privileged_redacted)
     reasons = []
-    if leak.contains(student_text, privileged_raw):
+    if leak.holds(student, raw):
         reasons.append("contains_privileged")
-    if leak.normalise(privileged_redacted) != leak.normalise(privileged_raw) and leak.contains(
-        student_text, privileged_redacted
-    ):
+    if redacted != raw and leak.holds(student, redacted):
         reasons.append("contains_redacted_privileged")
-    if not reasons:
-        splitter = re.compile(f"{redactor.placeholder_regex().pattern}|{_PIECE_BREAK}")
-        pieces = [p for p in (leak.normalise(x) for x in splitter.split(privileged_redacted)) if p]
-        total = sum(len(p) for p in pieces)
-        covered = sum(len(p) for p in pieces if len(p) >= leakage.min_piece_chars and p in student)
-        if total and covered / total >= leakage.max_covered_fraction:
-            reasons.append("contains_redacted_remnant")
+    if not reasons and _holds_remnant(student, privileged_redacted, redactor, leakage):
+        reasons.append("contains_redacted_remnant")
     return reasons
 
 
+def _holds_remnant(
+    student: str, privileged_redacted: str, redactor: Redactor, leakage: LeakageSettings
+) -> bool:
+    """Do the pieces of the redacted text found in the (normalised) student text make up
+    ``max_covered_fraction`` of it? One Aho-Corasick pass over the student text finds every
+    piece at once: linear, where a substring search per piece was quadratic."""
+    splitter = re.compile(f"{redactor.placeholder_regex().pattern}|{_PIECE_BREAK}")
+    pieces = [p for p in (leak.normalise(x) for x in splitter.split(privileged_redacted)) if p]
+    total = sum(len(p) for p in pieces)
+    if not total:
+        return False
+    candidates = [p for p in pieces if len(p) >= leakage.min_piece_chars]
+    if sum(len(p) for p in candidates) / total < leakage.max_covered_fraction:
+        return False  # not even every candidate piece found would be enough: skip the search
+    found = leak.occurring(student, candidates)
+    covered = sum(len(p) for p in candidates if p in found)
+    return covered / total >= leakage.max_covered_fraction
+
+
 def pii_kinds(text: str, redactor: Redactor) -> list[str]:
+    """The kinds of PII ``redactor`` finds in ``text``, sorted."""
     return sorted({m.kind for m in redactor.find(text)})
+
+
+def _field_texts(value: object) -> Iterator[str]:
+    """The strings inside a column value: itself, or the keys and values of a mapping and the
+    items of a list, however nested (JSON metadata); numbers as written (a card as an int)."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, bytes | bytearray):
+            yield bytes(v).decode("utf-8", errors="replace")
+        elif isinstance(v, Mapping | list | tuple | set | frozenset):
+            if id(v) in seen:  # a self-referencing container: scanned once
+                continue
+            seen.add(id(v))
+            items = [x for kv in v.items() for x in kv] if isinstance(v, Mapping) else list(v)
+            stack.extend(reversed(items))
+        else:
+            yield str(v)
+
+
+def pii_in_fields(fields: Mapping[str, object], redactor: Redactor) -> dict[str, list[str]]:
+    """Column -> the PII kinds ``redactor`` finds in its value (sorted), for the columns that
+    hold any: ids, metadata and provenance carry PII past redaction as easily as text does."""
+    out: dict[str, list[str]] = {}
+    for column, value in fields.items():
+        kinds = {kind for text in _field_texts(value) for kind in pii_kinds(text, redactor)}
+        if kinds:
+            out[column] = sorted(kinds)
+    return out
 
 
 def check_sources_allowed(

@@ -8,6 +8,7 @@ from typing import Any
 
 from rlsd.context.manifest import SnapshotManifest, SourceRecord
 from rlsd.tables import TextTable
+from rlsd.uris import mask_uri
 
 
 def _redactions(s: SourceRecord, _: SnapshotManifest) -> str:
@@ -24,7 +25,8 @@ _Cell = Callable[[SourceRecord, SnapshotManifest], Any]
 #: column -> its cell; "redacted" and "redactions" are the same column under two headers
 SOURCE_COLUMNS: dict[str, _Cell] = {
     "source": lambda s, _: s.name,
-    "url": lambda s, _: s.url,
+    # masked for display: a manifest written before literal passwords were refused may hold one
+    "url": lambda s, _: mask_uri(s.url),
     "domain": lambda s, _: s.domain,
     "rows": lambda s, _: s.rows,
     "tasks": lambda s, _: s.tasks,

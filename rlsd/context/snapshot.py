@@ -16,11 +16,17 @@ A snapshot is a directory named ``<name>-<digest12>``::
 
 The content digest covers ``tasks.jsonl`` and ``privileged.jsonl`` (both canonical JSON, sorted
 by id), so the same inputs give the same digest whatever the database engine or the time of
-ingestion, and a snapshot directory is written once (to a temporary name, then renamed). Image
-references (``"sha256:<hex>"`` over the pixels) are part of each task line, so the digest covers
-the images too; the manifest counts them (``images.count``, ``images.bytes``) and
-:func:`load_snapshot` checks every referenced image is there (and, with ``verify``, that its
-pixels still match its digest).
+ingestion, and a snapshot directory is written once (to a temporary name, then renamed). Each task
+line holds its split, its answer and its image references (``"sha256:<hex>"`` over the pixels),
+so the digest covers all of them, and the images through their pixel digests; the manifest counts
+the images (``images.count``, ``images.bytes``).
+
+:func:`load_snapshot` trusts none of the manifest's claims about the data: it recomputes the
+content digest from the files and refuses a snapshot whose digest is not the manifest's, then
+checks the privileged digests, the counts and every referenced image's pixels. The per-file
+sha256 under ``files`` are checked for consistency only: whoever can edit a data file can edit
+them too. (Whoever rewrites the manifest's digest as well makes a *different* snapshot: a resume
+compares the digest a run recorded and refuses it.)
 """
 
 from __future__ import annotations
@@ -233,15 +239,19 @@ def _set_latest(out_root: Path, dirname: str) -> None:
 
 @dataclass
 class Snapshot:
-    """A loaded snapshot: its folder, its manifest and every task (privileged text included)."""
+    """A loaded snapshot: its folder, its manifest and every task (privileged text included).
+
+    Made by :func:`load_snapshot` only: ``content_digest`` is the digest it recomputed from the
+    files, which is what a run records and a resume compares -- never the manifest's word."""
 
     path: Path
     manifest: SnapshotManifest
     tasks: list[Task]
+    content_digest: str
 
     @property
     def digest(self) -> str:
-        return self.manifest.digest
+        return self.content_digest
 
     def split(self, which: str, domains: Iterable[str] | None = None) -> list[Task]:
         wanted = set(domains) if domains else None
@@ -292,48 +302,158 @@ def read_manifest(path: Path) -> SnapshotManifest:
         raise SnapshotError(f"{path}: invalid manifest\n  " + "\n  ".join(problems)) from None
 
 
-def load_snapshot(path: Path | str, *, verify: bool = True) -> Snapshot:
-    """Read a snapshot; with ``verify`` the files must match the manifest's digests."""
+def _read_data_file(root: Path, name: str) -> bytes:
+    path = root / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SnapshotError(
+            f"{path}: missing; every snapshot has {TASKS_FILE} and {PRIVILEGED_FILE}"
+        ) from None
+    except OSError as exc:
+        raise SnapshotError(f"{path}: unreadable: {exc}") from exc
+
+
+def _jsonl(path: Path, data: bytes, keys: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The records of a JSONL file, each an object with ``keys``; errors name file and line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path}: not UTF-8: {exc}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SnapshotError(f"{path}:{n}: not JSON: {exc}") from None
+        if not isinstance(rec, dict):
+            raise SnapshotError(f"{path}:{n}: not a JSON object")
+        missing = [k for k in keys if k not in rec]
+        if missing:
+            raise SnapshotError(f"{path}:{n}: field {missing[0]!r} is missing")
+        out.append((n, rec))
+    return out
+
+
+def _check_digest(
+    root: Path, manifest: SnapshotManifest, tasks_bytes: bytes, priv_bytes: bytes
+) -> str:
+    """The content digest recomputed from the two data files; a mismatch is refused.
+
+    The per-file sha256 in the manifest sit next to the digest they would vouch for, so whoever
+    edits a data file can rewrite them too: they are checked only for consistency, after the
+    digest, and never stand in for it."""
+    recomputed = content_digest(tasks_bytes, priv_bytes)
+    claimed = manifest.digest
+    records = manifest.files
+    if recomputed != claimed:
+        hints = []
+        for fname, data in ((TASKS_FILE, tasks_bytes), (PRIVILEGED_FILE, priv_bytes)):
+            rec = records.get(fname)
+            got = hashlib.sha256(data).hexdigest()
+            if rec is not None and rec.sha256 != got:
+                hints.append(
+                    f"{root / fname}: sha256 {got[:16]}... does not match the manifest's "
+                    f"{rec.sha256[:16]}..."
+                )
+        if not hints:
+            hints.append(
+                "the manifest's per-file sha256 match the files: they were rewritten with them"
+            )
+        raise SnapshotError(
+            f"snapshot {root}: content digest {recomputed}, recomputed from {TASKS_FILE} and "
+            f"{PRIVILEGED_FILE}, is not the manifest's digest {claimed}; the snapshot was "
+            "modified after ingestion\n  " + "\n  ".join(hints)
+        )
+    for fname, data in ((TASKS_FILE, tasks_bytes), (PRIVILEGED_FILE, priv_bytes)):
+        rec = records.get(fname)
+        if rec is None:
+            raise SnapshotError(
+                f"{root / MANIFEST_FILE}: files.{fname} is missing (files lists {sorted(records)})"
+            )
+        got = hashlib.sha256(data).hexdigest()
+        if rec.sha256 != got:
+            raise SnapshotError(
+                f"{root / MANIFEST_FILE}: files.{fname}.sha256 = {rec.sha256[:16]}..., but the "
+                f"file (whose content matches the digest) hashes to {got[:16]}..."
+            )
+    return recomputed
+
+
+def _check_counts(root: Path, manifest: SnapshotManifest, tasks: list[Task]) -> None:
+    """The manifest's counts are what the tasks give (a run reads its domains from them)."""
+
+    def view(c: Counts) -> dict[str, Any]:
+        table = lambda t: {k: (v.train, v.heldout) for k, v in t.items()}  # noqa: E731
+        return {
+            "tasks": c.tasks,
+            "train": c.train,
+            "heldout": c.heldout,
+            "by_domain": table(c.by_domain),
+            "by_source": table(c.by_source),
+        }
+
+    want, got = view(manifest.counts), view(_counts(tasks))
+    for key in want:
+        if want[key] != got[key]:
+            raise SnapshotError(
+                f"{root / MANIFEST_FILE}: counts.{key} = {want[key]}, but {TASKS_FILE} gives "
+                f"{got[key]}"
+            )
+
+
+def load_snapshot(path: Path | str) -> Snapshot:
+    """Read a snapshot and check it by its content.
+
+    The content digest is recomputed from ``tasks.jsonl`` and ``privileged.jsonl`` and must be
+    the manifest's; the tasks' privileged digests, the manifest's counts and every referenced
+    image's pixels must match too. Any failure is a :class:`SnapshotError` naming the file.
+
+    There is no unchecked mode: everything downstream (a run's lineage, a resume's comparison,
+    the gate) takes the digest as the data's identity, and the check costs a hash of the files
+    plus one decode per image."""
     root = resolve_snapshot_path(path)
     manifest = read_manifest(root / MANIFEST_FILE)
-    tasks_bytes = (root / TASKS_FILE).read_bytes()
-    priv_bytes = (root / PRIVILEGED_FILE).read_bytes()
-    if verify:
-        for fname, data in ((TASKS_FILE, tasks_bytes), (PRIVILEGED_FILE, priv_bytes)):
-            want = manifest.files[fname].sha256
-            got = hashlib.sha256(data).hexdigest()
-            if got != want:
-                raise SnapshotError(
-                    f"{root / fname}: sha256 {got[:16]}... does not match the manifest's "
-                    f"{want[:16]}...; the snapshot was modified after ingestion"
-                )
+    # Read once: what is checked is what is parsed (no second read an edit could slip into).
+    tasks_bytes = _read_data_file(root, TASKS_FILE)
+    priv_bytes = _read_data_file(root, PRIVILEGED_FILE)
+    digest = _check_digest(root, manifest, tasks_bytes, priv_bytes)
     privileged: dict[str, str] = {}
-    for line in priv_bytes.decode("utf-8").splitlines():
-        rec = json.loads(line)
+    for n, rec in _jsonl(root / PRIVILEGED_FILE, priv_bytes, ("id", "privileged_context")):
+        if rec["id"] in privileged:
+            raise SnapshotError(f"{root / PRIVILEGED_FILE}:{n}: id {rec['id']!r} repeats")
         privileged[rec["id"]] = rec["privileged_context"]
     tasks = []
-    for n, line in enumerate(tasks_bytes.decode("utf-8").splitlines(), start=1):
-        rec = json.loads(line)
-        digest = rec.pop("privileged_sha256")
-        if rec["id"] not in privileged:
-            raise SnapshotError(
-                f"{root / TASKS_FILE}:{n}: task {rec['id']!r} has no privileged row"
-            )
-        rec["privileged_context"] = privileged[rec["id"]]
-        if verify and privileged_digest(rec["privileged_context"]) != digest:
-            raise SnapshotError(f"{root / TASKS_FILE}:{n}: privileged digest mismatch")
+    seen: set[str] = set()
+    for n, rec in _jsonl(root / TASKS_FILE, tasks_bytes, ("id", "privileged_sha256")):
+        where = f"{root / TASKS_FILE}:{n}"
+        task_id = rec["id"]
+        if task_id in seen:
+            raise SnapshotError(f"{where}: task id {task_id!r} repeats")
+        seen.add(task_id)
+        digest_line = rec.pop("privileged_sha256")
+        if task_id not in privileged:
+            raise SnapshotError(f"{where}: task {task_id!r} has no privileged row")
+        rec["privileged_context"] = privileged[task_id]
+        if privileged_digest(rec["privileged_context"]) != digest_line:
+            raise SnapshotError(f"{where}: privileged digest mismatch for task {task_id!r}")
         try:
             tasks.append(Task.model_validate(rec))
         except ValueError as exc:
-            raise SnapshotError(f"{root / TASKS_FILE}:{n}: invalid task: {exc}") from exc
-    _check_images(root, manifest, tasks, verify=verify)
-    return Snapshot(root, manifest, tasks)
+            raise SnapshotError(f"{where}: invalid task: {exc}") from exc
+    orphans = sorted(set(privileged) - seen)
+    if orphans:
+        raise SnapshotError(f"{root / PRIVILEGED_FILE}: rows for ids no task has: {orphans[:10]}")
+    _check_counts(root, manifest, tasks)
+    _check_images(root, manifest, tasks)
+    return Snapshot(root, manifest, tasks, digest)
 
 
-def _check_images(
-    root: Path, manifest: SnapshotManifest, tasks: list[Task], *, verify: bool
-) -> None:
-    """Every referenced image is in ``images/``; with ``verify`` its pixels match its digest."""
+def _check_images(root: Path, manifest: SnapshotManifest, tasks: list[Task]) -> None:
+    """Every referenced image is in ``images/`` and its pixels match its digest.
+
+    The task lines name images by pixel digest, so the content digest covers the images only
+    through this check."""
     first_user: dict[str, str] = {}
     for t in tasks:
         for ref in t.images:
@@ -343,9 +463,9 @@ def _check_images(
     except SnapshotError as exc:
         raise SnapshotError(f"{root / TASKS_FILE}: {exc}") from exc
     want = manifest.images.count if manifest.images is not None else None
-    if verify and want is not None and want != len(refs):
+    if want is not None and want != len(refs):
         raise SnapshotError(
-            f"{root / MANIFEST_FILE}: lists {want} images but the tasks reference {len(refs)}"
+            f"{root / MANIFEST_FILE}: images.count = {want}, but the tasks reference {len(refs)}"
         )
     store = ImageStore(root / IMAGES_DIR)
     for ref in refs:
@@ -354,13 +474,12 @@ def _check_images(
             raise SnapshotError(
                 f"{path}: image {ref} (task {first_user[ref]!r}) is missing from the snapshot"
             )
-        if verify:
-            try:
-                got = pixel_digest(store.open(ref))
-            except (OSError, ValueError) as exc:
-                raise SnapshotError(f"{path}: image {ref} is unreadable: {exc}") from exc
-            if got != ref:
-                raise SnapshotError(
-                    f"{path}: pixels hash to {got[:23]}..., not {ref[:23]}... (task "
-                    f"{first_user[ref]!r}); the snapshot was modified after ingestion"
-                )
+        try:
+            got = pixel_digest(store.open(ref))
+        except (OSError, ValueError) as exc:
+            raise SnapshotError(f"{path}: image {ref} is unreadable: {exc}") from exc
+        if got != ref:
+            raise SnapshotError(
+                f"{path}: pixels hash to {got[:23]}..., not {ref[:23]}... (task "
+                f"{first_user[ref]!r}); the snapshot was modified after ingestion"
+            )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from rlsd.context.ingest import ingest
+from rlsd.context.ingest import QUARANTINE_CHANGED, ingest
 from rlsd.context.policy import default_policy_path, load_privileged_policy
 from rlsd.context.report import sources_table
 from rlsd.context.snapshot import Snapshot
@@ -22,16 +22,29 @@ class IngestOutcome(BaseModel):
     sources_file: str
     policy_path: str
     store_privileged_text: bool
+    #: this ingestion's validation/ and quarantine/ (the snapshot's own unless the tasks were
+    #: unchanged and the quarantine was not: then its evidence folder beside the snapshot)
+    evidence_dir: str = ""
+    quarantine_sha256: str = ""
+    #: rows this ingestion quarantined (the manifest counts those of the snapshot's first one)
+    quarantined: int = 0
+    #: "new", "unchanged" or "tasks unchanged, quarantine changed"
+    status: str = ""
 
     def markdown(self) -> str:
         m = self.snapshot.manifest
         table = sources_table(
             m, ["source", "domain", "rows", "tasks", "quarantined", "redacted", "GE"]
         )
-        return (
-            f"### Data validation\n\nSnapshot `{self.snapshot.path.name}` — digest `{m.digest}`\n\n"
-            + table.markdown()
-        )
+        head = f"Snapshot `{self.snapshot.path.name}` — digest `{m.digest}`"
+        if self.status == QUARANTINE_CHANGED:
+            # the table is the snapshot's first ingestion; say what this one found
+            head += (
+                f"\n\n**{self.status}**: this ingestion quarantined {self.quarantined} row(s) "
+                f"(evidence `{self.quarantine_sha256}`); the table below is the snapshot's "
+                "first ingestion"
+            )
+        return f"### Data validation\n\n{head}\n\n" + table.markdown()
 
 
 def ingest_stage(
@@ -64,4 +77,8 @@ def ingest_stage(
         sources_file=str(sources_path),
         policy_path=str(policy_path),
         store_privileged_text=data_policy.store_privileged_text,
+        evidence_dir=str(res.evidence),
+        quarantine_sha256=res.quarantine_sha256,
+        quarantined=res.quarantined,
+        status=res.status,
     )

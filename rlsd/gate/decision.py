@@ -31,7 +31,7 @@ from rlsd.gate.bootstrap import (
     domain_means,
     paired_bootstrap,
 )
-from rlsd.gate.policy import PromotionPolicy, canonical_json, policy_digest
+from rlsd.gate.policy import PromotionPolicy, canonical_json, loosened_fields, policy_digest
 
 # Scores are means of a few dozen 0/1 values: 15/20 - 16/20 is -0.05000000000000004, which must
 # not fail a 0.05 threshold. Comparisons allow this much slack (far below one task in 10^6).
@@ -101,6 +101,15 @@ class GateEvidence(BaseModel):
     validation: ValidationSummary
     sandbox: NonEmpty = Field(description="'docker', 'local-bwrap', 'in-process'.")
     collected_at: AwareDatetime | None = None
+    # What the scores came from, by digest, so the signed decision binds them (None in evidence
+    # recorded before these fields existed, and in unit tests that judge scores alone).
+    snapshot_digest: str | None = Field(default=None, description="The training data snapshot.")
+    inventory_digest: str | None = Field(
+        default=None, description="sha256 of the verifier inventory document (inventory.json)."
+    )
+    triggered_by: str | None = Field(
+        default=None, description="Who started the run (for the four-eyes approval rule)."
+    )
 
 
 def evidence_digest(evidence: GateEvidence) -> str:
@@ -155,6 +164,12 @@ class GateDecision(BaseModel):
     evidence_digest: str
     decided_at: AwareDatetime
     evidence_collected_at: AwareDatetime | None = None
+    # the policy as deployed (before per-run overrides) and the digest a deployment pinned
+    base_policy_digest: str | None = None
+    pinned_policy_digest: str | None = None
+    snapshot_digest: str | None = None
+    inventory_digest: str | None = None
+    triggered_by: str | None = None
 
     def rule(self, name: str) -> RuleResult:
         for r in self.rules:
@@ -358,6 +373,30 @@ def _sandbox_rule(policy: PromotionPolicy, ev: GateEvidence) -> RuleResult:
     )
 
 
+def _policy_rule(policy: PromotionPolicy, base: PromotionPolicy, pinned: str | None) -> RuleResult:
+    name = "policy_as_deployed"
+    requirement = "the deployed policy (its pinned digest), per-run overrides only tightening it"
+    problems = [f"loosened {f}" for f in loosened_fields(base, policy)]
+    base_digest = policy_digest(base)
+    if pinned is not None and base_digest != pinned:
+        problems.insert(0, f"policy digest {base_digest[:12]}… is not the pinned {pinned[:12]}…")
+    changed = policy_digest(policy) != base_digest
+    if problems:
+        explanation = "; ".join(problems)
+    else:
+        explanation = ("as pinned" if pinned else "no digest pinned") + (
+            "; per-run overrides tighten it" if changed else "; no per-run overrides"
+        )
+    return RuleResult(
+        name=name,
+        passed=not problems,
+        observed=base_digest,
+        threshold=pinned,
+        requirement=requirement,
+        explanation=explanation,
+    )
+
+
 # --------------------------------------------------------------------------------- evaluation
 def _check_inputs(policy: PromotionPolicy, ev: GateEvidence, now: datetime) -> None:
     if now.tzinfo is None or now.utcoffset() is None:
@@ -382,9 +421,19 @@ def _check_inputs(policy: PromotionPolicy, ev: GateEvidence, now: datetime) -> N
 
 
 def evaluate_gate(
-    policy: PromotionPolicy, evidence: GateEvidence, *, now: datetime
+    policy: PromotionPolicy,
+    evidence: GateEvidence,
+    *,
+    now: datetime,
+    base_policy: PromotionPolicy | None = None,
+    pinned_policy_digest: str | None = None,
 ) -> GateDecision:
-    """Judge the evidence by the policy; raises :class:`GateInputError` on unusable evidence."""
+    """Judge the evidence by the policy; raises :class:`GateInputError` on unusable evidence.
+
+    ``base_policy`` is the policy as deployed, before the run's overrides (``policy`` itself
+    when None): an override that loosens it, or a deployed policy that is not the one pinned by
+    ``pinned_policy_digest``, fails the ``policy_as_deployed`` rule, so the run cannot promote.
+    """
     _check_inputs(policy, evidence, now)
     cand = evidence.candidate.scores()
     domains = evidence.candidate.domains()
@@ -460,6 +509,7 @@ def evaluate_gate(
         _verifiers_rule(policy, evidence),
         _validation_rule(policy, evidence),
         _sandbox_rule(policy, evidence),
+        _policy_rule(policy, base_policy or policy, pinned_policy_digest),
     ]
     return GateDecision(
         passed=all(r.passed for r in rules),
@@ -474,6 +524,11 @@ def evaluate_gate(
         evidence_digest=evidence_digest(evidence),
         decided_at=now,
         evidence_collected_at=evidence.collected_at,
+        base_policy_digest=policy_digest(base_policy or policy),
+        pinned_policy_digest=pinned_policy_digest,
+        snapshot_digest=evidence.snapshot_digest,
+        inventory_digest=evidence.inventory_digest,
+        triggered_by=evidence.triggered_by,
     )
 
 
@@ -506,6 +561,9 @@ def _render_markdown(d: GateDecision) -> str:
         f"| decided at | {d.decided_at.isoformat()} |",
         f"| policy sha256 | `{d.policy_digest}` |",
         f"| evidence sha256 | `{d.evidence_digest}` |",
+        f"| snapshot digest | `{_cell(d.snapshot_digest)}` |",
+        f"| inventory sha256 | `{_cell(d.inventory_digest)}` |",
+        f"| triggered by | {_cell(d.triggered_by)} |",
         "",
         "### Rules",
         "",
@@ -535,9 +593,12 @@ def _render_markdown(d: GateDecision) -> str:
     if not d.passed:
         lines.append(f"Not promoted: failed rules {', '.join(d.failed_rules)}.")
     elif approval.required:
+        who = ", ".join(approval.approvers) or "nobody (the policy names no approvers)"
         lines.append(
             f"Next: a human approval is required within {approval.timeout_s} s "
-            f"(no answer means {approval.on_timeout})."
+            f"(no answer means {approval.on_timeout}), from: {who}"
+            + ("" if approval.allow_self_approval else "; not by whoever triggered the run")
+            + "."
         )
     else:
         lines.append("Next: the policy does not require a human approval (recorded as auto).")

@@ -27,8 +27,13 @@ if TYPE_CHECKING:
     from rlsd.train.heldout import EvalOutcome
 
 
+class PromotionRefused(PermissionError):
+    """The run is set up so that it could not promote under its policy: refused before training."""
+
+
 class GateOutcome(BaseModel):
     decision_json: str
+    decision_sig_json: str | None = None  # the decision's SignedRecord
     passed: bool
     markdown: str
     run_id: str  # the gate's MLflow run
@@ -47,7 +52,31 @@ def load_promotion_policy(
     from rlsd.paths import policies_dir
 
     where = Path(path) if path else policies_dir() / "promotion.yaml"
+    if not where.is_absolute() and not where.exists() and (policies_dir() / where.name).exists():
+        where = policies_dir() / where.name  # a policy named by file name: the bundled one
     return load_policy(where, dict(overrides) if overrides else None), str(where)
+
+
+def check_promotion_setup(
+    policy: PromotionPolicy, policy_path: str, auto_approve: bool, signing_key_id: str | None
+) -> None:
+    """Refuse, before any training, a run that its policy would not let promote: an automatic
+    approval where the policy requires a human, a signing key that is not the policy's."""
+    from rlsd.gate.signing import key_id, read_public_key
+
+    if auto_approve and policy.approval.required:
+        raise PromotionRefused(
+            f"{policy_path}: approval.required is true, so --auto-approve is refused: a human "
+            "named in approval.approvers must approve (`rlsd approve`). The embedded demo runs "
+            "under policies/promotion-demo.yaml, which allows automatic approval."
+        )
+    if policy.signing.public_key is not None and signing_key_id is not None:
+        expected = key_id(read_public_key(policy.signing.public_key))
+        if expected != signing_key_id:
+            raise PromotionRefused(
+                f"{policy_path}: the pipeline's signing key is {signing_key_id}, but "
+                f"signing.public_key is key {expected}: its records would not verify"
+            )
 
 
 def pick_candidate(evals: Mapping[str, EvalOutcome], candidate: str, control: str) -> str:
@@ -81,6 +110,9 @@ def collect_evidence(
     snapshot: Snapshot,
     domains: Iterable[str] | None,
     now: _dt.datetime,
+    *,
+    inventory_digest: str | None = None,
+    triggered_by: str | None = None,
 ) -> GateEvidence:
     m = snapshot.manifest
     return GateEvidence(
@@ -104,4 +136,7 @@ def collect_evidence(
         ),
         sandbox=sandbox_kind,
         collected_at=now,
+        snapshot_digest=snapshot.digest,
+        inventory_digest=inventory_digest,
+        triggered_by=triggered_by,
     )

@@ -23,15 +23,18 @@ the decision document shows the digest, so a relaxed policy is never mistaken fo
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from rlsd.configs.loading import load_yaml_model
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class PolicyError(ValueError):
@@ -53,6 +56,32 @@ class ApprovalPolicy(BaseModel):
     on_timeout: Literal["reject"] = Field(
         default="reject",
         description="What an unanswered request becomes; only 'reject': silence never promotes.",
+    )
+    approvers: list[NonEmpty] = Field(
+        default_factory=list,
+        description="Who may approve or reject: names or shell-style patterns ('*@ml.example.com')"
+        ". Empty: no human can decide, so a policy that requires approval must name someone.",
+    )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="Whether whoever triggered the run may approve it (four-eyes rule when false).",
+    )
+
+    def allows_approver(self, approver: str) -> bool:
+        """Whether ``approver`` is named by :attr:`approvers` (exact name or pattern, case-sensitive)."""
+        return any(fnmatch.fnmatchcase(approver, p) for p in self.approvers)
+
+
+class SigningPolicy(BaseModel):
+    """Which key the gate's records must be signed with: the trust anchor of ``rlsd lineage``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    public_key: NonEmpty | None = Field(
+        default=None,
+        description="The Ed25519 public key that signs gate decisions and approvals: a PEM file "
+        "(relative to the working directory) or 'ed25519:<base64 of the 32 raw bytes>'. None: "
+        "records are unsigned and lineage reports them UNSIGNED.",
     )
 
 
@@ -111,6 +140,7 @@ class PromotionPolicy(BaseModel):
         default=True, description="Verifiers ran in the Docker sandbox (not local / in-process)."
     )
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    signing: SigningPolicy = Field(default_factory=SigningPolicy)
 
     @field_validator(
         "confidence", "min_gain_over_control", "min_gain_over_champion", "max_domain_regression"
@@ -144,3 +174,55 @@ def load_policy(
     return load_yaml_model(
         path, PromotionPolicy, what="promotion policy", error=error, overrides=overrides
     )
+
+
+# How each rule field tightens: "higher" means a larger value is stricter. Fields not listed here
+# (the metric, the bootstrap's samples and seed, the signing key) may not change at all per run:
+# a new seed or metric is a different experiment, not a stricter one.
+_TIGHTER: dict[str, Literal["higher", "lower"]] = {
+    "confidence": "higher",
+    "min_gain_over_control": "higher",
+    "min_gain_over_champion": "higher",
+    "max_domain_regression": "lower",
+    "min_domain_tasks": "lower",  # a lower minimum gates more domains
+    "require_verifiers_ready": "higher",
+    "require_validation_passed": "higher",
+    "require_docker_sandbox": "higher",
+    "approval.required": "higher",
+    "approval.timeout_s": "lower",
+    "approval.allow_self_approval": "lower",
+}
+
+
+def loosened_fields(base: PromotionPolicy, effective: PromotionPolicy) -> list[str]:
+    """The fields where ``effective`` is not at least as strict as ``base`` (empty: it only
+    tightens). Approvers may only be removed; every other field must stay as it is."""
+    flat_base = _flat(base.model_dump(mode="json"))
+    flat_eff = _flat(effective.model_dump(mode="json"))
+    out = []
+    for key in sorted(set(flat_base) | set(flat_eff)):
+        b, e = flat_base.get(key), flat_eff.get(key)
+        if b == e:
+            continue
+        if not _at_least_as_strict(key, b, e):
+            out.append(f"{key}: {b} -> {e}")
+    return out
+
+
+def _at_least_as_strict(key: str, base: Any, new: Any) -> bool:
+    if key == "approval.approvers":
+        return set(new or []) <= set(base or [])
+    direction = _TIGHTER.get(key)
+    if direction is None or base is None or new is None:
+        return False
+    return new >= base if direction == "higher" else new <= base
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -42,7 +42,25 @@ class PipelineConfig(BaseModel):
     snapshots_dir: str = Field("runs/snapshots", description="Where ingestion writes snapshots.")
     promotion_policy: str | None = Field(None, description="policies/promotion.yaml unless given.")
     promotion_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Dotted overrides of the promotion policy (recorded)."
+        default_factory=dict,
+        description="Dotted overrides of the promotion policy (recorded); an override may only "
+        "tighten the policy, or the gate's policy_as_deployed rule fails and the run cannot "
+        "promote.",
+    )
+    promotion_policy_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The digest the deployment pins the promotion policy to (`rlsd policy "
+        "digest`); a run whose policy file differs cannot promote. None: not pinned.",
+    )
+    signing_key_file: str = Field(
+        "runs/keys/rlsd-signing.pem",
+        description="Ed25519 private key (PEM) that signs the gate's records (`rlsd keys init`).",
+    )
+    signing_key_secret: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the PEM private key; used instead of "
+        "signing_key_file when set.",
     )
     train_config: str | None = Field(None, description="Trainer YAML; None = embedded defaults.")
     train_overrides: dict[str, Any] = Field(

@@ -18,8 +18,12 @@ from typing import Any
 
 from rlsd.context.manifest import SnapshotManifest
 from rlsd.context.report import sources_table
+from rlsd.gate.decision import GateDecision
+from rlsd.gate.policy import PromotionPolicy
+from rlsd.gate.verification import GateRecords, Verification, verify_records
 from rlsd.tables import md_table
 from rlsd.tracking import conventions as C
+from rlsd.uris import mask_uri, mask_uri_in
 
 
 class LineageError(LookupError):
@@ -40,6 +44,36 @@ class Lineage:
     gate_markdown: str | None = None
     approval: dict[str, Any] | None = None
     packages: dict[str, str] | None = None
+    verification: Verification | None = None
+    trust_source: str = ""
+
+
+@dataclass
+class Trust:
+    """What lineage verifies against: a promotion policy from a local file (never the copy in
+    MLflow, which whoever can write to MLflow can rewrite) and the public key it names."""
+
+    policy: PromotionPolicy | None
+    public_key: Any | None
+    source: str
+
+
+def load_trust(policy_path: str | Path | None = None) -> Trust:
+    """The trusted policy: ``policy_path``, else the one the embedded pipeline config uses."""
+    from rlsd.gate.evidence import load_promotion_policy
+    from rlsd.gate.signing import SigningError, read_public_key
+    from rlsd.pipeline.config import load_pipeline_config
+
+    if policy_path is None:
+        policy_path = load_pipeline_config().promotion_policy
+    policy, where = load_promotion_policy(policy_path)
+    key, note = None, ""
+    if policy.signing.public_key is not None:
+        try:
+            key = read_public_key(policy.signing.public_key)
+        except SigningError as exc:
+            note = f" ({exc})"
+    return Trust(policy, key, f"{where}{note}")
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -87,7 +121,42 @@ def _run_view(run: Any) -> dict[str, Any]:
     }
 
 
-def collect_lineage(ref: str) -> Lineage:
+def _download_bytes(client: Any, run_id: str, path: str) -> bytes | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
+    except (MlflowException, OSError):
+        return None
+
+
+def _gate_records(client: Any, lin: Lineage, gate_run_id: str | None) -> GateRecords:
+    t = lin.version_tags
+    rec = GateRecords(
+        manifest_digest=lin.manifest.digest if lin.manifest else None,
+        dataset_digests=[i["digest"] for r in lin.stages.get("train", []) for i in r["inputs"]],
+        aliases=lin.aliases,
+        decision_tag=t.get(C.GATE_DECISION),
+        decision_digest_tag=t.get(C.GATE_DECISION_DIGEST),
+        outcome_tag=t.get(C.GATE_OUTCOME),
+        dataset_digest_tag=t.get(C.DATASET_DIGEST),
+        approval_tags={k: t[tag] for k, tag in (("decision", C.APPROVAL_DECISION),
+                       ("approver", C.APPROVAL_APPROVER), ("mode", C.APPROVAL_MODE)) if tag in t},
+    )  # fmt: skip
+    inventory = (lin.stages.get("verifier_inventory") or [None])[0]
+    if inventory:
+        rec.inventory_json = _download_bytes(client, inventory["run_id"], C.INVENTORY_JSON)
+    if gate_run_id:
+        rec.decision_json = _download_text(client, gate_run_id, C.DECISION_JSON)
+        rec.decision_sig = _download_text(client, gate_run_id, C.DECISION_SIG)
+        rec.evidence_json = _download_text(client, gate_run_id, C.EVIDENCE_JSON)
+        rec.approval_json = _download_text(client, gate_run_id, C.APPROVAL_JSON)
+        rec.approval_sig = _download_text(client, gate_run_id, C.APPROVAL_SIG)
+    return rec
+
+
+def collect_lineage(ref: str, trust: Trust | None = None) -> Lineage:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -100,8 +169,10 @@ def collect_lineage(ref: str) -> Lineage:
             else client.get_model_version_by_alias(name, which)
         )
     except MlflowException as exc:
+        # the tracking URI may carry a password, and MLflow's message may quote it
+        uri = client.tracking_uri
         raise LineageError(
-            f"{ref}: no such model version in {client.tracking_uri}: {exc}"
+            f"{ref}: no such model version in {mask_uri(uri)}: {mask_uri_in(str(exc), uri)}"
         ) from None
     tags = dict(mv.tags)
     parent_id = tags.get(C.PIPELINE_RUN)
@@ -126,10 +197,24 @@ def collect_lineage(ref: str) -> Lineage:
         text = _download_text(client, ingest["run_id"], f"{C.DATASET_DIR}/validation/summary.json")
         lin.validation = json.loads(text) if text else None
     gate = (lin.stages.get("promotion_gate") or [None])[0]
-    if gate:
-        lin.gate_markdown = _download_text(client, gate["run_id"], f"{C.GATE_DIR}/decision.md")
-        text = _download_text(client, gate["run_id"], f"{C.GATE_DIR}/approval.json")
-        lin.approval = json.loads(text) if text else None
+    gate_run_id = tags.get(C.GATE_RUN) or (gate["run_id"] if gate else None)
+    records = _gate_records(client, lin, gate_run_id)
+    if records.decision_json:
+        # shown from decision.json, the document the signature covers, never from decision.md
+        try:
+            lin.gate_markdown = GateDecision.model_validate_json(
+                records.decision_json
+            ).to_markdown()
+        except ValueError:
+            lin.gate_markdown = "_gate/decision.json is not a gate decision document_\n"
+    if records.approval_json:
+        try:
+            lin.approval = json.loads(records.approval_json)
+        except ValueError:
+            lin.approval = None
+    trust = trust or load_trust()
+    lin.verification = verify_records(records, trust.policy, trust.public_key)
+    lin.trust_source = trust.source
     text = _download_text(client, parent_id, C.ENVIRONMENT_JSON)
     lin.packages = json.loads(text) if text else None
     return lin
@@ -151,13 +236,13 @@ def render_markdown(lin: Lineage) -> str:
             ["field", "value"],
             [
                 ["aliases", ", ".join(lin.aliases) or "—"],
-                ["weights", lin.source],
+                ["weights", mask_uri(lin.source)],
                 ["candidate arm", t.get(C.CANDIDATE_ARM, "—")],
                 ["pipeline run (MLflow)", p["run_id"]],
                 [
                     "Prefect flow run",
                     f"{p['tags'].get(C.PREFECT_FLOW_RUN, '—')} "
-                    f"{p['tags'].get(C.PREFECT_FLOW_RUN_URL, '')}".strip(),
+                    f"{mask_uri(p['tags'].get(C.PREFECT_FLOW_RUN_URL, ''))}".strip(),
                 ],
                 ["code version (git)", p["tags"].get(C.GIT_SHA, "—")],
                 ["rlsd version", p["tags"].get(C.RLSD_VERSION, "—")],
@@ -165,6 +250,7 @@ def render_markdown(lin: Lineage) -> str:
             ],
         )  # fmt: skip
     )
+    out += _verification_section(lin)
     out += ["## Data", ""]
     if lin.manifest:
         m = lin.manifest
@@ -201,7 +287,8 @@ def render_markdown(lin: Lineage) -> str:
     for run in lin.stages.get("ingest_context", []):
         for d in run["inputs"]:
             out.append(
-                f"MLflow dataset input: `{d['name']}` digest `{d['digest']}` from `{d['source']}`\n"
+                f"MLflow dataset input: `{d['name']}` digest `{d['digest']}` from "
+                f"`{mask_uri(d['source'])}`\n"
             )
     out += ["## Verifiers", ""]
     for run in lin.stages.get("verifier_inventory", []):
@@ -283,8 +370,21 @@ def render_markdown(lin: Lineage) -> str:
     return "\n".join(out)
 
 
-def lineage_markdown(ref: str) -> str:
-    return render_markdown(collect_lineage(ref))
+def _verification_section(lin: Lineage) -> list[str]:
+    v = lin.verification
+    if v is None:
+        return []
+    out = [f"## Verification: **{v.status}**", "",
+           f"Every digest recomputed from the logged artifacts, every signature checked against "
+           f"the trusted policy `{lin.trust_source}`.", ""]  # fmt: skip
+    out.append(md_table(["check", "result", "detail"],
+                        [[c.item, "ok" if c.ok else ("UNSIGNED" if c.unsigned else "FAILED"),
+                          c.detail] for c in v.checks]))  # fmt: skip
+    return out
+
+
+def lineage_markdown(ref: str, trust: Trust | None = None) -> str:
+    return render_markdown(collect_lineage(ref, trust))
 
 
 def render_html(markdown_text: str, title: str) -> str:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rlsd.context.stage import IngestOutcome
     from rlsd.gate import GateDecision, GateEvidence
     from rlsd.gate.evidence import GateOutcome
+    from rlsd.gate.signing import SignedRecord
     from rlsd.train.arms import ArmOutcome
     from rlsd.train.config import TrainConfig
     from rlsd.train.heldout import EvalOutcome
@@ -85,11 +86,16 @@ def record_ingest(parent_run_id: str, out: IngestOutcome) -> None:
     import mlflow
 
     snap, m = out.snapshot, out.snapshot.manifest
+    # this ingestion's evidence: the snapshot's own, or -- tasks unchanged, quarantine changed --
+    # the folder kept beside it (the snapshot's would hide the new bad rows)
+    evidence = Path(out.evidence_dir) if out.evidence_dir else snap.path
     with stage_run(parent_run_id, "ingest_context"):
         mlflow.log_artifact(str(snap.path / "manifest.json"), C.DATASET_DIR)
         for sub in ("validation", "quarantine"):
-            if (snap.path / sub).exists():
-                mlflow.log_artifacts(str(snap.path / sub), f"{C.DATASET_DIR}/{sub}")
+            if (evidence / sub).exists():
+                mlflow.log_artifacts(str(evidence / sub), f"{C.DATASET_DIR}/{sub}")
+        if (evidence / "evidence.json").exists():
+            mlflow.log_artifact(str(evidence / "evidence.json"), C.DATASET_DIR)
         if out.store_privileged_text:
             mlflow.log_artifact(str(snap.path / "privileged.jsonl"), C.DATASET_DIR)
         mlflow.log_input(dataset_entity(snap), context="training")
@@ -103,6 +109,8 @@ def record_ingest(parent_run_id: str, out: IngestOutcome) -> None:
                 "data_policy": str(out.policy_path),
                 "data_policy_digest": m.policy.digest,
                 "store_privileged_text": str(out.store_privileged_text),
+                "ingest_status": out.status or ("new" if out.created else "unchanged"),
+                "quarantine_sha256": out.quarantine_sha256,
             }
         )
         mlflow.log_metrics(
@@ -110,7 +118,10 @@ def record_ingest(parent_run_id: str, out: IngestOutcome) -> None:
                 "tasks": float(m.counts.tasks),
                 "train": float(m.counts.train),
                 "heldout": float(m.counts.heldout),
-                "quarantined": float(m.validation.quarantined),
+                # this ingestion's count, not the one the manifest kept from the first
+                "quarantined": float(
+                    out.quarantined if out.evidence_dir else m.validation.quarantined
+                ),
             }
         )
 
@@ -210,6 +221,7 @@ def record_gate(
     dataset_digest: str,
     evidence: GateEvidence,
     decision: GateDecision,
+    signature: SignedRecord | None,
     policy_path: str,
     policy_overrides: dict[str, Any],
     champion_version: str | None,
@@ -230,6 +242,9 @@ def record_gate(
         mlflow.log_text(decision.to_json(), f"{C.GATE_DIR}/decision.json")
         mlflow.log_text(decision.to_markdown(), f"{C.GATE_DIR}/decision.md")
         mlflow.log_text(evidence.model_dump_json(indent=2), f"{C.GATE_DIR}/evidence.json")
+        sig_json = signature.model_dump_json(indent=2) if signature is not None else None
+        if sig_json is not None:
+            mlflow.log_text(sig_json, C.DECISION_SIG)
         log_params(
             {
                 "policy_path": policy_path,
@@ -245,6 +260,8 @@ def record_gate(
         # the gate document also sits with the model version's own run (its weights' run)
         client.log_text(candidate.run_id, decision.to_markdown(), f"{C.GATE_DIR}/decision.md")
         client.log_text(candidate.run_id, decision.to_json(), f"{C.GATE_DIR}/decision.json")
+        if sig_json is not None:
+            client.log_text(candidate.run_id, sig_json, C.DECISION_SIG)
         tag_version(
             registered_model,
             str(mv.version),
@@ -259,6 +276,7 @@ def record_gate(
     verdict = "PASSED" if decision.passed else "FAILED"
     return GateOutcome(
         decision_json=decision.to_json(),
+        decision_sig_json=sig_json,
         passed=decision.passed,
         markdown=f"### Promotion gate: **{verdict}**\n\n" + decision.to_markdown(),
         run_id=run_id,
@@ -286,7 +304,7 @@ def parent_run(
     auto_approve: bool,
 ) -> Iterator[tuple[str, str, str, str]]:
     """The pipeline's parent run, its config and environment logged; yields ``(run id,
-    experiment id, tracking URI, a link to the run)``."""
+    experiment id, tracking URI, a link to the run)``, the URI's password masked."""
     import mlflow
 
     from rlsd.tracking.runs import (
@@ -296,13 +314,14 @@ def parent_run(
         log_json,
         package_versions,
     )
+    from rlsd.uris import mask_uri
 
     configure()
     exp = experiment_id(experiment)
     tags = {
         C.KIND: "pipeline",
         C.PREFECT_FLOW_RUN: flow_run_id,
-        C.PREFECT_FLOW_RUN_URL: flow_run_url,
+        C.PREFECT_FLOW_RUN_URL: mask_uri(flow_run_url),  # an API URL may carry a password
         C.AUTO_APPROVE: str(auto_approve).lower(),
         **environment_tags(),
     }
@@ -310,17 +329,22 @@ def parent_run(
         run_id = run.info.run_id
         mlflow.log_text(config_json, "config/pipeline.json")
         log_json(package_versions(), C.ENVIRONMENT_JSON)
-        tracking = mlflow.get_tracking_uri()
+        # masked: callers only show it (the flow's output, the link artifact); MLflow keeps
+        # the real one
+        tracking = mask_uri(mlflow.get_tracking_uri())
         yield run_id, exp, tracking, _run_link(tracking, exp, run_id)
 
 
-def record_pipeline_outcome(registered_model: str, version: str, outcome: str, winner: str) -> None:
+def record_pipeline_outcome(
+    registered_model: str, version: str, outcome: str, winner: str, policy_path: str | None = None
+) -> None:
     """The outcome as tags of the (active) parent run, and the lineage report read back from
-    MLflow itself as its artifact."""
+    MLflow itself as its artifact (verified against the run's own promotion policy file)."""
     import mlflow
 
-    from rlsd.tracking.lineage import lineage_markdown
+    from rlsd.tracking.lineage import lineage_markdown, load_trust
 
     mlflow.set_tags({C.GATE_OUTCOME: outcome, "rlsd.model_version": version,
                      "rlsd.winner_arm": winner})  # fmt: skip
-    mlflow.log_text(lineage_markdown(f"{registered_model}/{version}"), C.LINEAGE_MD)
+    text = lineage_markdown(f"{registered_model}/{version}", load_trust(policy_path))
+    mlflow.log_text(text, C.LINEAGE_MD)

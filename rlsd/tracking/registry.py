@@ -12,6 +12,7 @@ from typing import Any
 
 from rlsd.gate import ApprovalRecord, GateDecision, final_outcome
 from rlsd.gate.evidence import GateOutcome
+from rlsd.gate.signing import SignedRecord
 from rlsd.tracking import conventions as C
 
 log = logging.getLogger("rlsd.tracking")
@@ -96,6 +97,7 @@ def promote(
     registered_model: str,
     gate: GateOutcome,
     approval: ApprovalRecord,
+    signature: SignedRecord | None = None,
     *,
     lock: AbstractContextManager[Any] | None = None,
 ) -> str:
@@ -113,7 +115,9 @@ def promote(
     outcome = final_outcome(decision, approval)
     client = MlflowClient()
     name, version = registered_model, gate.version
-    client.log_text(gate.run_id, approval.model_dump_json(indent=2), f"{C.GATE_DIR}/approval.json")
+    client.log_text(gate.run_id, approval.model_dump_json(indent=2), C.APPROVAL_JSON)
+    if signature is not None:
+        client.log_text(gate.run_id, signature.model_dump_json(indent=2), C.APPROVAL_SIG)
     tags = {
         C.APPROVAL_DECISION: approval.decision,
         C.APPROVAL_APPROVER: approval.approver,

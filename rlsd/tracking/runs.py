@@ -19,8 +19,11 @@ from typing import Any
 
 from rlsd.configs.loading import flatten
 from rlsd.tracking import conventions as C
+from rlsd.uris import mask_uri
 
 DEFAULT_DIR = Path("runs/mlflow")
+#: MLflow's switch for its "View run at <URL>" line on stdout
+SUPPRESS_URL_PRINT = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 #: Packages whose versions every pipeline run records.
 KEY_PACKAGES = (
     "rlsd", "torch", "transformers", "accelerate", "peft", "mlflow", "prefect",
@@ -37,6 +40,8 @@ def tracking_uri() -> str:
 
 
 def configure(uri: str | None = None) -> str:
+    """Point MLflow at ``uri`` (default :func:`tracking_uri`) and return it, unmasked: it is
+    for MLflow, never for display (:func:`rlsd.uris.mask_uri` is)."""
     import logging
 
     import mlflow
@@ -45,6 +50,10 @@ def configure(uri: str | None = None) -> str:
     # alembic narrates every migration of a fresh SQLite store at INFO
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = uri or tracking_uri()
+    if mask_uri(uri) != uri:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." to stdout at the end of every
+        # run on an http(s) server, userinfo and all
+        os.environ.setdefault(SUPPRESS_URL_PRINT, "true")
     mlflow.set_tracking_uri(uri)
     return uri
 

@@ -1,14 +1,29 @@
 """Checkpoints: weights, optimizer, scheduler, RNG states, step and data position.
 
-Each checkpoint is written into a temporary folder and renamed, so a kill mid-write leaves the
-previous checkpoint intact; ``latest_checkpoint`` only sees complete ones.
+A checkpoint is the folder ``step-<NNNNNN>`` under the run's ``checkpoints/``. It is written into
+``.tmp-step-<NNNNNN>``, every file is fsynced, then ``trainer_state.json`` -- written last --
+records each file's size and sha256, the folder is fsynced and renamed, and the parent is fsynced:
+after a crash at any point the newest ``step-*`` folder is either complete or absent (a stale
+``.tmp-*`` folder is not a checkpoint and is swept at the next save).
+
+A complete checkpoint can still be damaged afterwards (a truncated copy, a full disk, a bad
+sector). :func:`resume_checkpoint` checks each checkpoint against its recorded sizes and digests,
+newest first, warns about and skips a damaged one, and resumes from the newest intact one; the
+check depends only on the files, so every rank of a data-parallel run picks the same one. That is
+why ``run.keep_checkpoints`` defaults to 2: with one kept there is nothing to fall back to.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
+import os
 import random
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +33,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 STATE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+TEACHER_FILE = "teacher.safetensors"
+_STEP_DIR = re.compile(r"step-(\d{6,})")
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+
+log = logging.getLogger("rlsd.train")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable, truncated or incomplete, or none of a run's is usable."""
 
 
 def _tensors(module: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
@@ -53,6 +81,61 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the directory holding it is synced.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:  # no directory handles (not POSIX): nothing more can be done
+        if exc.errno in (errno.EACCES, errno.EISDIR):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems (and platforms) cannot sync a directory; the rename itself is still
+        # atomic there, so this is the best that can be had, not an error.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _discard(path: Path) -> None:
+    """Delete a folder so that a crash midway never leaves a half-deleted ``step-*`` behind."""
+    if not path.exists():
+        return
+    trash = path.with_name(f"{_TRASH_PREFIX}{path.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _step_of(path: Path) -> int | None:
+    m = _STEP_DIR.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Every ``step-*`` folder under ``root``, oldest first by step number (complete or not)."""
+    if not root.is_dir():
+        return []
+    found = [(s, p) for p in root.iterdir() if p.is_dir() and (s := _step_of(p)) is not None]
+    return [p for _, p in sorted(found)]
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -66,37 +149,206 @@ def save_checkpoint(
     keep: int = 2,
     barrier: Any = None,
 ) -> Path:
-    """Write checkpoint ``step`` under ``root``; every rank writes its RNG state, rank 0 the rest."""
+    """Write checkpoint ``step`` under ``root``; every rank writes its RNG state, rank 0 the rest.
+
+    The newest ``keep`` checkpoints are kept; older ones are deleted only once the new one is
+    durable, so a crash never leaves the run with fewer complete checkpoints than before."""
     final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
+    tmp = root / f"{_TMP_PREFIX}{final.name}"
     if is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        # Partial folders of an earlier crash (any step) are never checkpoints: sweep them.
+        for stale in root.glob(f"{_TMP_PREFIX}step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in root.glob(f"{_TRASH_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     if barrier:
         barrier()
-    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    rng_file = tmp / f"rng-rank{rank}.pt"
+    torch.save(rng_state(), rng_file)
+    _fsync_file(rng_file)
     if is_main:
-        save_file(_tensors(model, trainable_only=False), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_file(_tensors(model, trainable_only=False), str(tmp / MODEL_FILE))
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
         if teacher is not None:
-            save_file(_tensors(teacher, trainable_only=False), str(tmp / "teacher.safetensors"))
+            save_file(_tensors(teacher, trainable_only=False), str(tmp / TEACHER_FILE))
+        for name in (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, TEACHER_FILE):
+            if (tmp / name).exists():
+                _fsync_file(tmp / name)
     if barrier:
         barrier()
     if is_main:
-        (tmp / STATE).write_text(json.dumps({"step": step, **state}, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
+        # Written last, after the other ranks' RNG files are in: it vouches for all of them.
+        files = {
+            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(tmp.iterdir())
+            if p.is_file()
+        }
+        with (tmp / STATE).open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **state, "files": files}, indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        _discard(final)  # a re-saved step (after resuming from an older checkpoint)
         tmp.rename(final)
-        for old in sorted(p for p in root.glob("step-*") if (p / STATE).exists())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(root)
+        for old in list_checkpoints(root)[:-keep]:
+            _discard(old)
+        _fsync_dir(root)
     if barrier:
         barrier()
     return final
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob("step-*") if (p / STATE).exists())
-    return done[-1] if done else None
+    """The newest ``step-*`` folder, intact or not: whether the run folder holds a run at all.
+
+    Which checkpoint a resume may use is :func:`resume_checkpoint`'s to say."""
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def checkpoint_problem(path: Path, rank: int = 0) -> str | None:
+    """Why ``path`` cannot be resumed from (naming the file at fault), or None when it can.
+
+    Checks the recorded size and sha256 of every file; a checkpoint written before they were
+    recorded is checked for the files a resume reads."""
+    try:
+        state = json.loads((path / STATE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{path / STATE} is missing (the checkpoint is incomplete)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{path / STATE} is unreadable: {exc}"
+    if not isinstance(state, dict):
+        return f"{path / STATE}: not a JSON object"
+    step = state.get("step")
+    if not isinstance(step, int) or step != _step_of(path):
+        return f"{path / STATE}: step = {step!r}, but the folder is {path.name}"
+    files = state.get("files")
+    if files is None:
+        needed = [MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE]
+        missing = [n for n in needed if not (path / n).is_file()]
+        return f"{path / missing[0]} is missing (the checkpoint is incomplete)" if missing else None
+    if not isinstance(files, dict) or MODEL_FILE not in files:
+        return f"{path / STATE}: files = {str(files)[:80]!r} does not list {MODEL_FILE}"
+    for name, rec in sorted(files.items()):
+        f = path / name
+        if not isinstance(rec, dict) or not {"bytes", "sha256"} <= rec.keys():
+            return f"{path / STATE}: files.{name} = {rec!r} lacks bytes / sha256"
+        if not f.is_file():
+            return f"{f} is missing (the checkpoint is incomplete)"
+        size = f.stat().st_size
+        if size != rec["bytes"]:
+            return f"{f} has {size} bytes, {STATE} recorded {rec['bytes']} (truncated?)"
+        got = _sha256(f)
+        if got != rec["sha256"]:
+            return (
+                f"{f}: sha256 {got[:16]}... differs from the recorded {str(rec['sha256'])[:16]}..."
+            )
+    # A rank without an RNG file (the run resumes on more processes) keeps its seeded state, as
+    # before; refusing here would make the ranks disagree on which checkpoint to take.
+    return None
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read into memory, checked, not yet applied to a model (:func:`apply_checkpoint`)."""
+
+    path: Path
+    state: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    teacher: dict[str, torch.Tensor] | None
+    rng: dict[str, Any] | None
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
+    """Check and read every file of ``path``; a damaged one is a :class:`CheckpointError`.
+
+    Everything is read before anything is applied, so a failure leaves the model untouched."""
+    problem = checkpoint_problem(path, rank)
+    if problem is not None:
+        raise CheckpointError(problem)
+    state = json.loads((path / STATE).read_text(encoding="utf-8"))
+
+    def read(name: str, loader: Any) -> Any:
+        try:
+            return loader(path / name)
+        except Exception as exc:  # torch / safetensors raise many kinds on a damaged file
+            raise CheckpointError(f"{path / name} is unreadable: {exc}") from exc
+
+    model = read(MODEL_FILE, lambda p: load_file(str(p)))
+    optimizer = read(OPTIMIZER_FILE, lambda p: torch.load(p, weights_only=False))
+    scheduler = read(SCHEDULER_FILE, lambda p: torch.load(p, weights_only=False))
+    teacher = None
+    if (path / TEACHER_FILE).exists():
+        teacher = read(TEACHER_FILE, lambda p: load_file(str(p)))
+    rng_name = f"rng-rank{rank}.pt"
+    rng = None
+    if (path / rng_name).exists():
+        rng = read(rng_name, lambda p: torch.load(p, weights_only=False))
+    return LoadedCheckpoint(path, state, model, optimizer, scheduler, teacher, rng)
+
+
+def resume_checkpoint(root: Path, rank: int = 0) -> LoadedCheckpoint | None:
+    """The newest intact checkpoint under ``root``, read; None when there are none at all.
+
+    A damaged newer one is skipped with a warning naming it and what is wrong; when checkpoints
+    exist but none is intact, a :class:`CheckpointError` lists them (never a silent step 0)."""
+    found = list_checkpoints(root)
+    problems: list[str] = []
+    for path in reversed(found):
+        try:
+            ckpt = read_checkpoint(path, rank)
+        except CheckpointError as exc:
+            log.warning("checkpoint %s is not usable, trying the one before: %s", path, exc)
+            problems.append(str(exc))
+            continue
+        if problems:
+            log.warning("resuming from %s instead of the newer, damaged checkpoint(s)", path)
+        return ckpt
+    if found:
+        raise CheckpointError(
+            f"{root}: no usable checkpoint among {[p.name for p in found]}:\n  "
+            + "\n  ".join(problems)
+            + "\n(pass --overwrite to start the run again)"
+        )
+    return None
+
+
+def apply_checkpoint(
+    ckpt: LoadedCheckpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    teacher: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Put a read checkpoint into the live model, optimizer, scheduler, teacher and RNGs."""
+    path = ckpt.path
+    missing, unexpected = model.load_state_dict(ckpt.model, strict=False)
+    # Tied weights are stored once; anything else missing means the wrong checkpoint.
+    real_missing = [m for m in missing if not _is_tied(model, m)]
+    if real_missing or unexpected:
+        raise ValueError(
+            f"{path / MODEL_FILE} does not match the model: missing {real_missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    optimizer.load_state_dict(ckpt.optimizer)
+    scheduler.load_state_dict(ckpt.scheduler)
+    if teacher is not None:
+        if ckpt.teacher is None:
+            raise CheckpointError(f"{path / TEACHER_FILE} is missing; the run has a teacher")
+        teacher.load_state_dict(ckpt.teacher, strict=False)
+    if ckpt.rng is not None:
+        set_rng_state(ckpt.rng)
+    return ckpt.state
 
 
 def load_checkpoint(
@@ -107,24 +359,8 @@ def load_checkpoint(
     teacher: nn.Module | None = None,
     rank: int = 0,
 ) -> dict[str, Any]:
-    state = json.loads((path / STATE).read_text())
-    weights = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    # Tied weights are stored once; anything else missing means the wrong checkpoint.
-    real_missing = [m for m in missing if not _is_tied(model, m)]
-    if real_missing or unexpected:
-        raise ValueError(
-            f"{path}/model.safetensors does not match the model: missing {real_missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    if teacher is not None:
-        teacher.load_state_dict(load_file(str(path / "teacher.safetensors")), strict=False)
-    rng_file = path / f"rng-rank{rank}.pt"
-    if rng_file.exists():
-        set_rng_state(torch.load(rng_file, weights_only=False))
-    return state
+    """Read, check and apply the checkpoint at ``path``; returns its trainer state."""
+    return apply_checkpoint(read_checkpoint(path, rank), model, optimizer, scheduler, teacher)
 
 
 def _is_tied(model: nn.Module, name: str) -> bool:

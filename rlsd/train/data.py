@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlsd.tasks import Task, generate_tasks
@@ -61,12 +64,44 @@ def load_run_tasks(cfg: TaskConfig, snapshot: Snapshot | None = None) -> RunTask
         )
     lineage = {
         "dataset": str(snap.path),
-        "digest": snap.digest,
+        # recomputed from the files at load (not the manifest's claim): what a resume compares
+        "digest": snap.content_digest,
         "domains": domains or snap.domains,
         "train": len(train),
         "heldout": len(heldout),
     }
     return RunTasks(train, heldout, lineage, [snap.image_store])
+
+
+def resume_dataset_problem(
+    lineage: Mapping[str, Any], checkpoint_state: Mapping[str, Any], dataset_file: Path
+) -> str | None:
+    """Why a run must not resume on the data in ``lineage``, or None.
+
+    The digest the checkpoint recorded (its own copy, rewritten by nobody after the step) and
+    the one in the run folder's ``dataset.json`` must both be the digest recomputed from the
+    configured snapshot now. A checkpoint written before it recorded the digest, or a run folder
+    without ``dataset.json``, has nothing to compare on that side."""
+    now = lineage.get("digest")
+    recorded: list[tuple[str, Any]] = []
+    if "dataset_digest" in checkpoint_state:
+        recorded.append(("its checkpoint", checkpoint_state["dataset_digest"]))
+    if dataset_file.exists():
+        try:
+            saved = json.loads(dataset_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            return f"{dataset_file} is unreadable ({exc}); cannot tell what the run trained on"
+        recorded.append(
+            (str(dataset_file), saved.get("digest") if isinstance(saved, dict) else None)
+        )
+    for where, then in recorded:
+        if then != now:
+            return (
+                f"it trained on dataset digest {then} (recorded in {where}), the configured "
+                f"dataset {lineage.get('dataset', '(generated)')} has {now}, recomputed from "
+                "its content: the data changed since the run started"
+            )
+    return None
 
 
 def _domain_counts(snap: Snapshot) -> dict[str, dict[str, int]]:

@@ -31,9 +31,15 @@ from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
 from rlsd.runtime import keep_freed_memory
 from rlsd.tasks import Task
 from rlsd.train.batch import tasks_for_step
-from rlsd.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlsd.train.checkpoint import (
+    CheckpointError,
+    apply_checkpoint,
+    latest_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from rlsd.train.config import TrainConfig, dump_config
-from rlsd.train.data import DatasetError, eval_subset, load_run_tasks
+from rlsd.train.data import DatasetError, eval_subset, load_run_tasks, resume_dataset_problem
 from rlsd.train.evaluate import EvalResult, evaluate
 from rlsd.train.forward import ResponseIndex, output_head
 from rlsd.train.metrics import JsonlSink, MetricsSink, MultiSink, read_metrics
@@ -636,7 +642,14 @@ def setup(
             f"{output_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
             "continue that run or --overwrite to start again"
         )
+    resumed = None
     if resume and latest is not None:
+        try:  # the newest intact checkpoint; a damaged newer one is skipped with a warning
+            resumed = resume_checkpoint(ckpt_root, acc.process_index)
+        except CheckpointError as exc:
+            raise ResumeError(f"cannot resume {output_dir}: {exc}") from exc
+        latest = resumed.path if resumed is not None else None
+    if resumed is not None:
         from rlsd.train.config import load_config
 
         saved = load_config(output_dir / "config.yaml")
@@ -655,14 +668,12 @@ def setup(
     policy.model.to(acc.device)
     run_tasks = load_run_tasks(cfg.task, snapshot=snapshot)
     train_tasks, heldout = run_tasks.train, run_tasks.heldout
-    if resume and latest is not None and (output_dir / "dataset.json").exists():
-        saved_data = json.loads((output_dir / "dataset.json").read_text())
-        if saved_data.get("digest") != run_tasks.lineage.get("digest"):
-            raise ResumeError(
-                f"cannot resume {output_dir}: it trained on dataset digest "
-                f"{saved_data.get('digest')}, the configured dataset has "
-                f"{run_tasks.lineage.get('digest')}"
-            )
+    if resumed is not None and (
+        problem := resume_dataset_problem(
+            run_tasks.lineage, resumed.state, output_dir / "dataset.json"
+        )
+    ):
+        raise ResumeError(f"cannot resume {output_dir}: {problem}")
     ensure_verifiers(cfg, train_tasks + eval_subset(heldout, cfg.eval.num_tasks), output_dir)
     params = [p for p in policy.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -696,17 +707,17 @@ def setup(
         method=method,
         settings=method_settings(cfg),
     )
-    if resume and latest is not None:
-        state = load_checkpoint(
-            latest,
+    session.extra["dataset_digest"] = run_tasks.lineage.get("digest")
+    if resumed is not None:
+        state = apply_checkpoint(
+            resumed,
             policy.model,
             optimizer,
             scheduler,
             teacher.frozen if teacher is not None else None,
-            acc.process_index,
         )
         session.start_step = int(state["step"])
-        log.info("resumed %s at step %d", latest, session.start_step)
+        log.info("resumed %s at step %d", resumed.path, session.start_step)
     if acc.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(dump_config(cfg))
@@ -810,6 +821,8 @@ def _checkpoint(s: Session, done: int) -> None:
         "algo": s.cfg.algo.name,
         "model_source": s.policy.source,
         "model_digest": s.policy.digest,
+        # what this step trained on, so a resume can refuse changed data (see data.py)
+        "dataset_digest": s.extra.get("dataset_digest"),
     }
     save_checkpoint(
         s.output_dir / "checkpoints",

@@ -195,3 +195,160 @@ def test_student_pii_allowed_when_the_policy_says_so(tmp_path: Path) -> None:
     policy = PrivilegedContextPolicy(allowed_sources=["*"], student_pii="allow")
     out = validate_source(_cfg(f"sqlite:///{store}"), VERIFIERS, policy=policy)
     assert [q["id"] for q in out.quarantined] == ["kb-remnant"]
+
+
+# --------------------------------------------------------------------------------------------
+# Redaction forms that used to survive, and the guard under attack (issue 14)
+
+
+def _luhn_complete(digits: str) -> str:
+    """``digits`` plus the check digit that makes it pass the Luhn check."""
+    from rlsd.context.policy import _luhn_ok
+
+    return next(digits + d for d in "0123456789" if _luhn_ok(digits + d))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111.1111.1111.1111 on file",
+        "card 5500.0000.0000.0004 on file",
+        "card 3782.822463.10005 on file",  # Amex grouping 4-6-5
+    ],
+)
+def test_dotted_card_numbers_are_redacted(text: str) -> None:
+    redacted, counts = Redactor().redact(text)
+    assert (redacted, counts) == ("card [REDACTED:card_number] on file", {"card_number": 1})
+
+
+def test_dotted_decimals_and_thousands_are_not_card_numbers() -> None:
+    # Luhn-valid digit runs, written as numbers are: the Luhn check alone would let them through
+    decimal = _luhn_complete("314159265358979")
+    thousands = _luhn_complete("123456789012")
+    texts = [
+        f"pi is about {decimal[0]}.{decimal[1:]}",
+        f"the total is {thousands[0]}.{thousands[1:4]}.{thousands[4:7]}.{thousands[7:10]}."
+        f"{thousands[10:]}",
+        f"version 2.{_luhn_complete('411111111111111')} and {_luhn_complete('411111111111111')}.5",
+    ]
+    for text in texts:
+        assert Redactor().redact(text) == (text, {}), text
+    # the same digits grouped like a card are one
+    card = _luhn_complete("411111111111111")
+    dotted = ".".join(card[i : i + 4] for i in range(0, 16, 4))
+    assert Redactor().redact(dotted) == ("[REDACTED:card_number]", {"card_number": 1})
+
+
+@pytest.mark.parametrize(
+    "iban",
+    [
+        "gb82 west 1234 5698 7654 32",
+        "de89370400440532013000",
+        "Gb82 West 1234 5698 7654 32",
+        "gB82wEsT12345698765432",
+        "es91 2100 0418 4502 0005 1332",
+        "fr14 2004 1010 0505 0001 3m02 606",
+    ],
+)
+def test_lowercase_and_mixed_case_ibans_are_redacted(iban: str) -> None:
+    # a following word that looks like a group of four ('then') is not taken into the IBAN
+    for after in ("now", "then", "from x."):
+        text = f"pay {iban} {after}"
+        assert Redactor().redact(text) == (f"pay [REDACTED:iban] {after}", {"iban": 1}), text
+
+
+def test_invalid_lowercase_ibans_are_left_alone() -> None:
+    for text in (
+        "gb82 west 1234 5698 7654 33 fails mod 97",
+        "de89370400440532013001 fails too",
+        "ab12 cdef ghij klmn opqr is a code",
+    ):
+        assert Redactor().redact(text) == (text, {}), text
+
+
+def test_an_iban_after_a_lookalike_prefix_is_still_found() -> None:
+    red, counts = Redactor().redact("ref XX00 GB82 WEST 1234 5698 7654 32 ok")
+    assert (red, counts) == ("ref XX00 [REDACTED:iban] ok", {"iban": 1})
+
+
+def test_overlapping_detectors_keep_the_earlier_ones_match() -> None:
+    settings = RedactionSettings(
+        custom=[
+            {"name": "ticket", "pattern": r"corp\.example\.com: \d+"},
+            {"name": "word", "pattern": r"[a-z]+"},
+        ]
+    )
+    text = "mail ops@corp.example.com: 42 and x@y.example.org" * 50
+    found = Redactor(settings).find(text)
+    spans = [(m.start, m.end) for m in found]
+    assert all(e <= s2 for (_, e), (s2, _) in zip(spans, spans[1:], strict=False))
+    # e-mail first (built-in), the custom ticket never overlaps it, words fill the gaps
+    assert {m.kind for m in found} == {"email", "word"}
+    assert sum(m.kind == "email" for m in found) == 100
+
+
+def test_pii_in_fields_names_the_columns_and_kinds() -> None:
+    from rlsd.context.policy import pii_in_fields
+
+    fields = {
+        "id": "kb-a.novak@finance.example.com",
+        "source": "wiki/p",
+        "metadata": {"owner": {"phone": "+44 20 7946 0958"}, "cards": [4111111111111111]},
+        "provenance": b"exported by gb82west12345698765432",
+        "empty": None,
+        "count": 3,
+    }
+    assert pii_in_fields(fields, Redactor()) == {
+        "id": ["email"],
+        "metadata": ["card_number", "phone"],
+        "provenance": ["iban"],
+    }
+    assert pii_in_fields({"id": "kb-1", "metadata": {"split": "train"}}, Redactor()) == {}
+    only_email = Redactor(RedactionSettings(builtin=["email"]))
+    assert pii_in_fields(fields, only_email) == {"id": ["email"]}
+
+
+def test_leak_findings_see_through_disguises() -> None:
+    r = Redactor()
+    raw = "Verified by ops@corp.example.com: add the two invoices and subtract the credit note."
+    red, _ = r.redact(raw)
+    cyrillic = str.maketrans("aeopcx", "аеорсх")
+    disguised = "\u200b".join(raw).translate(cyrillic)
+    assert leak_findings("Q? " + disguised, raw, red, r) == ["contains_privileged"]
+    assert leak_findings("Q? " + red.upper().translate(cyrillic), raw, red, r) == [
+        "contains_redacted_privileged"
+    ]
+    remnant = "Hint: ａｄｄ the two invoices and subtract the credit note."
+    assert leak_findings(remnant, raw, red, r) == ["contains_redacted_remnant"]
+
+
+def _sentences(n_chars: int, seed: int) -> str:
+    import random
+
+    rnd = random.Random(seed)
+    words = ["".join(rnd.choices("abcdefghijklmnopqrstuvwxyz", k=6)) for _ in range(3000)]
+    out, size = [], 0
+    while size < n_chars:
+        sentence = " ".join(rnd.choices(words, k=3)) + "."
+        out.append(sentence)
+        size += len(sentence) + 1
+    return " ".join(out)
+
+
+def test_leak_findings_on_2mb_rows() -> None:
+    # both texts 2 MB: tens of thousands of pieces, each searched for in the whole student text
+    r = Redactor()
+    privileged = _sentences(2_000_000, 1)
+    honest = _sentences(2_000_000, 2)
+    assert leak_findings(honest, privileged, privileged, r) == []
+    pieces = privileged.split(". ")
+    # three in five pieces restated, out of order, among other text: a redacted remnant
+    kept = [p for i, p in enumerate(pieces) if i % 5 < 3]
+    remnant = ". ".join(kept[::-1]) + ". " + honest[:500_000]
+    assert leak_findings(remnant, privileged, privileged, r) == ["contains_redacted_remnant"]
+    # two in five: not enough
+    fewer = ". ".join(p for i, p in enumerate(pieces) if i % 5 < 2) + ". " + honest[:500_000]
+    assert leak_findings(fewer, privileged, privileged, r) == []
+    assert leak_findings(honest + " " + privileged, privileged, privileged, r) == [
+        "contains_privileged"
+    ]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sqlite3
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -26,14 +24,11 @@ VERIFIERS = REPO / "verifiers"
 
 
 def _load_verifier(name: str) -> ModuleType:
-    """verifiers/<name>/verify.py as a module (it is a script, not a package)."""
-    path = VERIFIERS / name / "verify.py"
-    spec = importlib.util.spec_from_file_location(f"_rlsd_test_{name.replace('-', '_')}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses / pickling look modules up by name
-    spec.loader.exec_module(module)
-    return module
+    """verifiers/<name>/verify.py as a module, its shared modules copied in first (as both
+    sandboxes do before running it)."""
+    from tests.verifiers_builtin.vb_support import load_module
+
+    return load_module(name)
 
 
 @pytest.fixture(scope="module")

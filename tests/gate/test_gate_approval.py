@@ -12,6 +12,10 @@ from tests.gate.factory import NOW, evidence, policy
 
 PASSED = evaluate_gate(policy(), evidence(), now=NOW)
 FAILED = evaluate_gate(policy(), evidence(sandbox="local-bwrap"), now=NOW)
+# a policy without a human step: the only one under which an automatic approval counts
+UNATTENDED = policy(approval={"required": False})
+PASSED_AUTO = evaluate_gate(UNATTENDED, evidence(), now=NOW)
+FAILED_AUTO = evaluate_gate(UNATTENDED, evidence(sandbox="local-bwrap"), now=NOW)
 
 
 def _approval(**fields: object) -> ApprovalRecord:
@@ -33,11 +37,11 @@ def test_fixtures() -> None:
     ("gate", "record", "outcome"),
     [
         (PASSED, {"decision": "approve", "mode": "human"}, "promote"),
-        (PASSED, {"decision": "approve", "mode": "auto", "approver": "rlsd-ci"}, "promote"),
+        (PASSED_AUTO, {"decision": "approve", "mode": "auto", "approver": "rlsd-ci"}, "promote"),
         (PASSED, {"decision": "reject", "mode": "human"}, "reject"),
         (PASSED, {"decision": "reject", "mode": "timeout", "approver": "prefect"}, "reject"),
         (FAILED, {"decision": "approve", "mode": "human"}, "reject"),  # no override of a rule
-        (FAILED, {"decision": "reject", "mode": "auto"}, "reject"),
+        (FAILED_AUTO, {"decision": "reject", "mode": "auto"}, "reject"),
     ],
 )
 def test_outcome_of_gate_and_approval(
@@ -48,7 +52,46 @@ def test_outcome_of_gate_and_approval(
 
 def test_auto_approvals_stay_visible_as_auto() -> None:
     rec = _approval(mode="auto", approver="rlsd-ci", reason="approval.required is false")
-    assert final_outcome(PASSED, rec) == "promote" and rec.mode == "auto"
+    assert final_outcome(PASSED_AUTO, rec) == "promote" and rec.mode == "auto"
+
+
+def test_an_automatic_approval_cannot_promote_where_the_policy_requires_a_human() -> None:
+    rec = _approval(mode="auto", approver="auto-approve", reason="--auto-approve")
+    with pytest.raises(ApprovalError, match=r"requires a human approval \(approval.required"):
+        final_outcome(PASSED, rec)
+
+
+@pytest.mark.parametrize(
+    "approver",
+    ["mallory@evil.example.org", "alice@example.com.evil.org", "ALICE@EXAMPLE.COM", "auto-approve"],
+)
+def test_only_an_approver_the_policy_names_can_decide(approver: str) -> None:
+    with pytest.raises(ApprovalError, match="may not decide this gate"):
+        final_outcome(PASSED, _approval(approver=approver))
+    with pytest.raises(ApprovalError, match="may not decide this gate"):
+        final_outcome(PASSED, _approval(approver=approver, decision="reject"))
+
+
+def test_the_runs_trigger_may_not_approve_it_unless_the_policy_allows() -> None:
+    four_eyes = evaluate_gate(policy(), evidence(triggered_by="alice@example.com"), now=NOW)
+    with pytest.raises(ApprovalError, match="triggered this run"):
+        final_outcome(four_eyes, _approval())
+    assert final_outcome(four_eyes, _approval(approver="bob@example.com")) == "promote"
+    own = policy(approval={"approvers": ["*@example.com"], "allow_self_approval": True})
+    allowed = evaluate_gate(own, evidence(triggered_by="alice@example.com"), now=NOW)
+    assert final_outcome(allowed, _approval()) == "promote"
+
+
+def test_a_refused_answer_is_a_rejection_that_names_who_answered() -> None:
+    rec = _approval(
+        approver="mallory@evil.example.org",
+        mode="refused",
+        decision="reject",
+        reason="refused by the promotion policy: not an approver",
+    )
+    assert final_outcome(PASSED, rec) == "reject"
+    with pytest.raises(ValidationError, match="refused approval request can only reject"):
+        _approval(mode="refused", decision="approve")
 
 
 def test_a_failed_gate_needs_no_approval_but_a_passed_one_does() -> None:
@@ -117,7 +160,10 @@ def test_promote_only_when_gate_passed_and_approved_in_time(
 ) -> None:
     if mode == "timeout" and decision == "approve":
         return  # not a valid record (tested above)
-    gate = PASSED if gate_passed else FAILED
+    if mode == "auto":
+        gate = PASSED_AUTO if gate_passed else FAILED_AUTO
+    else:
+        gate = PASSED if gate_passed else FAILED
     rec = _approval(decision=decision, mode=mode, at=NOW + timedelta(seconds=delay_s))
     expected = gate_passed and decision == "approve" and delay_s <= 86400
     assert (final_outcome(gate, rec) == "promote") == expected

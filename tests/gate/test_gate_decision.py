@@ -27,6 +27,7 @@ RULES = [
     "verifiers_ready",
     "validation_passed",
     "docker_sandbox",
+    "policy_as_deployed",
 ]
 
 
@@ -306,3 +307,29 @@ def test_passed_is_exactly_all_rules_passed(
     assert [r.name for r in d.rules] == RULES
     assert d.rule("docker_sandbox").passed == (sandbox == "docker")
     assert all(r.passed for r in d.rules if r.skipped)
+
+
+def test_a_per_run_override_that_loosens_the_policy_cannot_promote() -> None:
+    deployed = policy()
+    loosened = policy(min_gain_over_control=-0.5, require_docker_sandbox=False)
+    d = evaluate_gate(loosened, evidence(), now=NOW, base_policy=deployed)
+    rule = d.rule("policy_as_deployed")
+    assert not d.passed and not rule.passed
+    assert "loosened min_gain_over_control: -0.02 -> -0.5" in rule.explanation
+    assert "loosened require_docker_sandbox" in rule.explanation
+    tightened = policy(min_gain_over_control=0.0)
+    d = evaluate_gate(tightened, evidence(), now=NOW, base_policy=deployed)
+    assert d.rule("policy_as_deployed").passed
+    assert "per-run overrides tighten it" in d.rule("policy_as_deployed").explanation
+
+
+def test_a_policy_that_is_not_the_pinned_one_cannot_promote() -> None:
+    from rlsd.gate import policy_digest
+
+    deployed = policy()
+    pinned = policy_digest(deployed)
+    assert evaluate_gate(deployed, evidence(), now=NOW, pinned_policy_digest=pinned).passed
+    other = policy(max_domain_regression=0.04)  # stricter, but not the file the deployment pinned
+    d = evaluate_gate(other, evidence(), now=NOW, pinned_policy_digest=pinned)
+    assert not d.passed and "is not the pinned" in d.rule("policy_as_deployed").explanation
+    assert d.pinned_policy_digest == pinned and d.base_policy_digest == policy_digest(other)

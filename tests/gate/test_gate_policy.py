@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from rlsd.gate import DEFAULT_POLICY, PolicyError, PromotionPolicy, load_policy, policy_digest
+from rlsd.gate.policy import loosened_fields
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_FILE = REPO / DEFAULT_POLICY
@@ -37,8 +38,39 @@ def test_the_repository_policy_loads_with_documented_defaults() -> None:
 
 
 def test_the_file_and_the_model_defaults_agree() -> None:
-    # so a policy written with fewer fields means what the repository file says
-    assert load_policy(POLICY_FILE) == PromotionPolicy()
+    # so a policy written with fewer fields means what the repository file says; only who may
+    # approve and the signing key are the file's own (the model's defaults name nobody)
+    own = {"approval": {"approvers"}, "signing": True}
+    file = load_policy(POLICY_FILE)
+    assert file.model_dump(exclude=own) == PromotionPolicy().model_dump(exclude=own)
+    assert file.approval.approvers and file.signing.public_key
+    assert file.approval.required and not file.approval.allow_self_approval
+
+
+def test_the_demo_policy_differs_from_production_only_where_it_says() -> None:
+    demo = load_policy(POLICY_FILE.with_name("promotion-demo.yaml"))
+    assert loosened_fields(load_policy(POLICY_FILE), demo) == [
+        "approval.required: True -> False",
+        "min_gain_over_control: -0.02 -> -0.1",
+        "require_docker_sandbox: True -> False",
+    ]
+
+
+def test_loosened_fields_names_every_loosening_and_no_tightening() -> None:
+    base = PromotionPolicy(approval={"approvers": ["a@x", "b@x"]})
+    tighter = PromotionPolicy(
+        min_gain_over_control=0.0, max_domain_regression=0.01, min_domain_tasks=5,
+        confidence=0.99, approval={"approvers": ["a@x"], "timeout_s": 60},
+    )  # fmt: skip
+    assert loosened_fields(base, tighter) == []
+    looser = PromotionPolicy(
+        min_gain_over_champion=-0.1, require_docker_sandbox=False, bootstrap_seed=1,
+        approval={"approvers": ["a@x", "c@x"], "allow_self_approval": True, "required": False},
+    )  # fmt: skip
+    assert [f.split(":")[0] for f in loosened_fields(base, looser)] == [
+        "approval.allow_self_approval", "approval.approvers", "approval.required",
+        "bootstrap_seed", "min_gain_over_champion", "require_docker_sandbox",
+    ]  # fmt: skip
 
 
 def test_an_empty_file_is_the_default_policy(tmp_path: Path) -> None:
@@ -83,7 +115,10 @@ def test_unknown_fields_are_refused_with_the_known_ones(tmp_path: Path) -> None:
         load_policy(path)
     msg = str(exc.value)
     assert "min_gain_over_contrl = 0.1: unknown field" in msg and "min_gain_over_control" in msg
-    assert "approval.requird = False: unknown field (known: required, timeout_s, on_timeout)" in msg
+    assert (
+        "approval.requird = False: unknown field (known: required, timeout_s, on_timeout, approvers, allow_self_approval)"
+        in msg
+    )
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
@@ -124,7 +159,9 @@ def test_digest_is_stable_and_ignores_key_order(tmp_path: Path) -> None:
     assert policy_digest(load_policy(b)) == digest
     assert policy_digest(load_policy(a)) == digest
     # defaults count: the digest names the effective policy, not the text of the file
-    assert policy_digest(load_policy(POLICY_FILE)) == policy_digest(PromotionPolicy())
+    file = load_policy(POLICY_FILE)
+    same = PromotionPolicy(approval=file.approval, signing=file.signing)
+    assert policy_digest(file) == policy_digest(same)
 
 
 @pytest.mark.parametrize(

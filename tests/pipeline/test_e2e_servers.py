@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.pipeline.test_retrain_flow import pipeline_config
+from tests.pipeline.test_retrain_flow import pipeline_config, write_policy
 
 pytestmark = pytest.mark.docker
 
@@ -74,7 +74,12 @@ def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alia
         monkeypatch.setenv(k, v)
     store = tmp_path / "demo.sqlite"
     build_demo_store(store, sql_tasks=0, json_tasks=0)
-    config = pipeline_config(tmp_path, tiny_model_dir, store, registered_model="rlsd-e2e")
+    human = write_policy(tmp_path, required=True, approvers=["e2e-reviewer"])
+    config = pipeline_config(tmp_path, tiny_model_dir, store, registered_model="rlsd-e2e",
+                             promotion_policy=str(human))  # fmt: skip
+    from rlsd.gate import load_policy, policy_digest
+
+    pinned = policy_digest(load_policy(human))
 
     prefect = str(BIN / "prefect")
     _cli([prefect, "work-pool", "create", "rlsd-process", "--type", "process",
@@ -95,7 +100,11 @@ def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alia
 
         run = run_deployment(
             "retrain/weekly-retrain",
-            parameters={"config": str(config), "approval_timeout_s": 600},
+            parameters={
+                "config": str(config),
+                "approval_timeout_s": 600,
+                "policy_sha256": pinned,
+            },  # this run's policy, as a deployment pins it
             timeout=0,
         )
         flow_run_id = str(run.id)
@@ -108,8 +117,27 @@ def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alia
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert _state(flow_run_id).type.value == "PAUSED", bad.stdout + bad.stderr
+        # someone the policy does not name is refused with one line; the run stays paused
+        stranger = subprocess.run(
+            [str(BIN / "rlsd"), "approve", flow_run_id, "--approver", "mallory",
+             "--reason", "ship it"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        said = " ".join((stranger.stdout + stranger.stderr).split())
+        assert stranger.returncode == 2 and "'mallory' may not decide this gate" in said, said
+        assert "Traceback" not in said
+        assert _state(flow_run_id).type.value == "PAUSED"
         _cli([str(BIN / "rlsd"), "approve", flow_run_id, "--approver", "e2e-reviewer",
               "--reason", "gate passed; reviewed the decision document"], env, tmp_path)  # fmt: skip
+        # a second answer (a reviewer who lost the race) gets one clean line, and changes nothing
+        late = subprocess.run(
+            [str(BIN / "rlsd"), "reject", flow_run_id, "--approver", "e2e-reviewer",
+             "--reason", "too late"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        said = " ".join((late.stdout + late.stderr).split())
+        assert late.returncode == 2 and "Traceback" not in said, said
+        assert "not paused for approval" in said or "no longer waiting" in said, said
         assert _wait(flow_run_id, {"COMPLETED"}, 300, worker_log) == "COMPLETED"
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -138,5 +166,7 @@ def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alia
     assert {"verifier-inventory", "data-validation", "comparison", "promotion-gate",
             "mlflow-run", "outcome"} <= keys  # fmt: skip
 
-    lineage = _cli([str(BIN / "rlsd"), "lineage", "rlsd-e2e@champion"], env, tmp_path)
+    lineage = _cli([str(BIN / "rlsd"), "lineage", "rlsd-e2e@champion", "--policy", str(human)],
+                   env, tmp_path)  # fmt: skip
     assert "e2e-reviewer" in lineage and flow_run_id in lineage
+    assert "VERIFIED rlsd-e2e version" in " ".join(lineage.split())

@@ -55,7 +55,7 @@ def _approval(gate: GateOutcome, decision: str = "approve") -> ApprovalRecord:
     from rlsd.gate import GateDecision
 
     d = GateDecision.model_validate_json(gate.decision_json)
-    return ApprovalRecord(decision=decision, approver="ada", reason="reviewed the gate",
+    return ApprovalRecord(decision=decision, approver="ada@example.com", reason="reviewed the gate",
                           at=d.decided_at + _dt.timedelta(minutes=5), mode="human",
                           gate_decision_digest=d.digest())  # fmt: skip
 
@@ -83,7 +83,10 @@ def test_promotion_keeps_the_previous_champion_and_records_the_approval(registry
     assert str(client.get_model_version_by_alias("m", "champion").version) == v2
     assert str(client.get_model_version_by_alias("m", "previous-champion").version) == v1
     tags = client.get_model_version("m", v2).tags
-    assert tags["rlsd.approval.approver"] == "ada" and tags["rlsd.approval.mode"] == "human"
+    assert (
+        tags["rlsd.approval.approver"] == "ada@example.com"
+        and tags["rlsd.approval.mode"] == "human"
+    )
     assert tags["rlsd.approval.reason"] == "reviewed the gate"
     # a rejection, and a failed gate even with an approval, leave the alias where it is
     g = _gate(v3, r3, v2)

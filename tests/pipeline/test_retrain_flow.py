@@ -36,8 +36,31 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def write_policy(tmp: Path, **approval: object) -> Path:
+    """A promotion policy for runs of a tiny model on 8 tasks: no gain can be shown, so the gain
+    rules admit anything; signed with a key made for the test (`rlsd keys init` does the same)."""
+    from rlsd.gate.signing import PUBLIC_KEY_NAME, generate_key_pair
+
+    keys = tmp / "keys"
+    if not (keys / PUBLIC_KEY_NAME).exists():
+        generate_key_pair(keys)
+    policy = {
+        "min_gain_over_control": -1.0,
+        "min_gain_over_champion": -1.0,
+        "require_docker_sandbox": False,
+        "approval": {"required": False, **approval},
+        "signing": {"public_key": str(keys / PUBLIC_KEY_NAME)},
+    }
+    path = tmp / f"policy-{len(list(tmp.glob('policy-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
 def pipeline_config(tmp: Path, model_dir: Path, store: Path, **extra: object) -> Path:
     """A pipeline YAML that runs every stage in seconds (tiny model, two steps, 8 eval tasks)."""
+    from rlsd.gate.signing import PRIVATE_KEY_NAME
+
+    extra.setdefault("promotion_policy", str(write_policy(tmp)))
     verifiers = tmp / "verifiers"
     if not verifiers.exists():  # only the verifier the arithmetic domain needs
         verifiers.mkdir()
@@ -60,11 +83,7 @@ def pipeline_config(tmp: Path, model_dir: Path, store: Path, **extra: object) ->
             "eval.max_new_tokens": 6,
             "run.num_threads": 1,
         },
-        "promotion_overrides": {
-            "min_gain_over_control": -1.0,
-            "min_gain_over_champion": -1.0,
-            "require_docker_sandbox": False,
-        },
+        "signing_key_file": str(tmp / "keys" / PRIVATE_KEY_NAME),
         **extra,
     }
     path = tmp / f"pipeline-{len(list(tmp.glob('pipeline-*.yaml')))}.yaml"
@@ -96,15 +115,17 @@ def two_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     build_demo_store(store, sql_tasks=0, json_tasks=0)
     first = run_retrain(tmp, pipeline_config(tmp, tiny_model_dir, store), auto_approve=True)
     # the second gate demands a gain no model can show: rejected, the alias must not move
+    # (a per-run override that tightens the policy: allowed, and recorded)
     strict = pipeline_config(
-        tmp, tiny_model_dir, store,
-        promotion_overrides={"min_gain_over_control": 0.5, "require_docker_sandbox": False},
+        tmp, tiny_model_dir, store, promotion_overrides={"min_gain_over_control": 0.5},
     )  # fmt: skip
     second = run_retrain(tmp, strict, auto_approve=True)
-    # the third passes its gate but nobody answers: the pause times out, which rejects
+    # the third passes its gate under a policy that needs a human, and nobody answers: the
+    # pause times out, which rejects
+    human = write_policy(tmp, required=True, approvers=["reviewer@example.com"])
     third = run_retrain(
-        tmp, pipeline_config(tmp, tiny_model_dir, store), auto_approve=False,
-        approval_timeout_s=3,
+        tmp, pipeline_config(tmp, tiny_model_dir, store, promotion_policy=str(human)),
+        auto_approve=False, approval_timeout_s=3,
     )  # fmt: skip
     return {"tmp": tmp, "first": first, "second": second, "third": third}
 
@@ -198,13 +219,17 @@ def test_lineage_reads_the_whole_chain_from_mlflow(two_runs: dict) -> None:
     tmp = two_runs["tmp"]
     proc = subprocess.run(
         [sys.executable, "-m", "rlsd.cli", "lineage", "rlsd-policy@champion",
-         "--out", str(tmp / "lineage" / "champion.md")],
+         "--out", str(tmp / "lineage" / "champion.md"), "--policy", str(tmp / "policy-0.yaml")],
         cwd=tmp, env={**_env(tmp), "COLUMNS": "200"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp / "lineage" / "champion.md").read_text()
     first = two_runs["first"]
+    assert "VERIFIED rlsd-policy version 1" in " ".join(proc.stdout.split())
     for needle in (
+        "Verification: **VERIFIED**",
+        "decision signature",
+        "approval signature",
         "Lineage of `rlsd-policy` version 1",
         "champion",
         first["mlflow_run_id"],
@@ -231,3 +256,68 @@ def test_lineage_reads_the_whole_chain_from_mlflow(two_runs: dict) -> None:
     assert snapshot_digest in text
     html = (tmp / "lineage" / "champion.html").read_text()
     assert "<table>" in html and "gain_over_control" in html
+
+
+def _lineage(tmp: Path, ref: str, policy: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rlsd.cli", "lineage", ref, "--policy", str(policy)],
+        cwd=tmp, env={**_env(tmp), "COLUMNS": "250"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_auto_approve_is_refused_before_training_where_the_policy_requires_a_human(
+    two_runs: dict, tiny_model_dir: Path
+) -> None:
+    tmp = two_runs["tmp"]
+    human = write_policy(tmp, required=True, approvers=["reviewer@example.com"])
+    config = pipeline_config(tmp, tiny_model_dir, tmp / "demo.sqlite", promotion_policy=str(human))
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlsd.cli", "retrain", "-c", str(config), "--auto-approve"],
+        cwd=tmp, env=_env(tmp), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, out[-3000:]
+    assert "approval.required is true, so --auto-approve is refused" in out
+    assert "Traceback" not in out
+    client = _client(tmp)
+    # no run was trained or registered for it
+    assert len(client.search_model_versions("name='rlsd-policy'")) == 3
+
+
+def test_a_forged_promotion_is_seen_as_tampered(two_runs: dict) -> None:
+    """The red team's forgery: move @champion to the version whose gate failed, rewrite its
+    tags, re-log decision.md and approval.json. Lineage recomputes and says TAMPERED."""
+    tmp, second = two_runs["tmp"], two_runs["second"]
+    client = _client(tmp)
+    v2 = client.get_model_version("rlsd-policy", second["version"])
+    gate_run = v2.tags["rlsd.gate.run_id"]
+    decision = json.loads(Path(client.download_artifacts(gate_run, "gate/decision.json",
+                                                         str(tmp / "forge"))).read_text())  # fmt: skip
+    assert decision["passed"] is False
+    client.set_registered_model_alias("rlsd-policy", "champion", second["version"])
+    try:
+        forged_tags = {"rlsd.gate.decision": "passed", "rlsd.gate.outcome": "promote",
+                       "rlsd.approval.decision": "approve", "rlsd.approval.mode": "human",
+                       "rlsd.approval.approver": "reviewer@example.com"}  # fmt: skip
+        for k, v in forged_tags.items():
+            client.set_model_version_tag("rlsd-policy", second["version"], k, v)
+        client.log_text(gate_run, "## Promotion gate: **PASSED**\n", "gate/decision.md")
+        from rlsd.gate import GateDecision
+
+        digest = GateDecision.model_validate(decision).digest()
+        client.log_text(gate_run, json.dumps({
+            "decision": "approve", "approver": "reviewer@example.com", "reason": "looks good",
+            "at": "2099-01-01T00:00:00+00:00", "mode": "human", "gate_decision_digest": digest,
+        }), "gate/approval.json")  # fmt: skip
+        proc = _lineage(tmp, "rlsd-policy@champion", tmp / "policy-0.yaml")
+        out = " ".join(proc.stdout.split())
+        assert proc.returncode == 1, out[-3000:]
+        assert f"TAMPERED rlsd-policy version {second['version']}" in out
+        for failing in ("decision tag", "approval signature: no signature logged",
+                        "champion alias", "outcome tag"):  # fmt: skip
+            assert failing in out, failing
+        # the gate section shows the signed decision.json, not the re-logged decision.md
+        assert "Promotion gate: FAILED" in out and "Promotion gate: PASSED" not in out
+    finally:
+        client.set_registered_model_alias("rlsd-policy", "champion", "1")
+    assert _lineage(tmp, "rlsd-policy@champion", tmp / "policy-0.yaml").returncode == 0

@@ -139,6 +139,9 @@ def run_batch(
 def load_module(name: str):
     """Import ``verifiers/<name>/verify.py`` in this process (for table tests of its functions)."""
     prepare(name)
+    # build/ may have been looked at (and found empty or missing) before prepare filled it: the
+    # import system caches that, so forget it or the shared modules stay invisible
+    importlib.invalidate_caches()
     module_name = "vb_verify_" + name.replace("-", "_")
     if module_name in sys.modules:
         return sys.modules[module_name]
