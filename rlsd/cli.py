@@ -279,9 +279,10 @@ def ingest(
     """Read the declared sources, validate (Great Expectations), quarantine bad rows, redact
     PII from privileged text under the data policy, and write a versioned snapshot."""
     _setup_logging()
-    from rlsd.context import IngestionPolicyError, SourceConfigError
+    from rlsd.context import SourceConfigError
     from rlsd.context.ingest import ingest as run_ingest
     from rlsd.context.policy import SourceNotAllowedError
+    from rlsd.context.reader import IngestError
     from rlsd.context.report import sources_table
     from rlsd.context.snapshot import SnapshotError
     from rlsd.demo import DemoStoreMissingError, demo_sources
@@ -306,9 +307,9 @@ def ingest(
                 sources, policy_path=policy, out_root=out, only=source, name=name,
                 on_source=on_source, variables=variables,
             )  # fmt: skip
-    except (IngestionPolicyError, SourceConfigError, SourceNotAllowedError, SnapshotError,
+    except (IngestError, SourceConfigError, SourceNotAllowedError, SnapshotError,
             KeyError) as exc:  # fmt: skip
-        console.print(f"[red]ingestion stopped:[/red] {exc}")
+        console.print(f"ingestion stopped: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
     m = result.snapshot.manifest
     cols = ["source", "domain", "rows", "tasks", "quarantined", "train", "heldout", "redacted"]
@@ -316,9 +317,22 @@ def ingest(
     console.print(table)
     console.print(
         f"digest   {m.digest}\npath     {result.path}"
-        f"{'' if result.created else '  (unchanged: same content as before)'}\n"
-        f"train    rlsd train --dataset {result.path}"
+        f"{_INGEST_STATUS.get(result.status, '')}\n"
+        + (
+            f"evidence {result.evidence}  ({result.quarantined} rows quarantined this time)\n"
+            if result.evidence != result.path
+            else ""
+        )
+        + f"train    rlsd train --dataset {result.path}",
+        markup=False,
     )
+
+
+_INGEST_STATUS = {
+    "unchanged": "  (unchanged: same content and quarantine as before)",
+    "tasks unchanged, quarantine changed": "  (tasks unchanged, quarantine changed: this "
+    "ingestion's evidence is recorded beside it)",
+}
 
 
 @app.command()
@@ -343,6 +357,7 @@ def retrain(
     import getpass
 
     from flows.retrain import retrain as retrain_flow
+    from rlsd.context.reader import IngestError
     from rlsd.gate.evidence import PromotionRefused
     from rlsd.gate.signing import SigningError
 
@@ -360,8 +375,9 @@ def retrain(
             approval_timeout_s=approval_timeout,
             triggered_by=getpass.getuser(),
         )
-    except (PromotionRefused, SigningError) as exc:
-        console.print(f"refused: {exc}", style="red", markup=False)
+    except (PromotionRefused, SigningError, IngestError) as exc:
+        what = "ingestion stopped" if isinstance(exc, IngestError) else "refused"
+        console.print(f"{what}: {exc}", style="red", markup=False)
         raise typer.Exit(2) from None
     table = Table(title="held-out accuracy (greedy, same tasks and verifiers)")
     table.add_column("model")

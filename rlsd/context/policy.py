@@ -74,18 +74,24 @@ def _card_ok(match: str) -> bool:
     return _luhn_ok(match)
 
 
+#: Letters as IBAN check digits count them: A = 10 ... Z = 35.
+_IBAN_DIGITS = {ord(c): str(ord(c) - ord("A") + 10) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
 def _iban_ok(match: str) -> bool:
     s = match.replace(" ", "").upper()
     if not 15 <= len(s) <= 34 or not s.isascii() or not s.isalnum():
         return False
-    rearranged = s[4:] + s[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    return int((s[4:] + s[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
 #: Where an IBAN may start: country code and check digits at the start of a word, any case.
 _IBAN_HEAD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
-_IBAN_RUN = re.compile(r"[A-Za-z0-9]*")
-_IBAN_GROUP = re.compile(r" ([A-Za-z0-9]{1,4})(?![A-Za-z0-9])")
+_IBAN_RUN = re.compile(r"[A-Za-z0-9]{0,31}")
+# at most 34 characters: seven more groups of four and a short one (bounded, so a text made of
+# groups of four cannot make the search quadratic)
+_IBAN_GROUPS = re.compile(r"(?: [A-Za-z0-9]{4}(?![A-Za-z0-9])){0,7}")
+_IBAN_LAST = re.compile(r" [A-Za-z0-9]{1,3}(?![A-Za-z0-9])")
 
 
 def _iban_spans(text: str) -> Iterator[tuple[int, int]]:
@@ -95,27 +101,29 @@ def _iban_spans(text: str) -> Iterator[tuple[int, int]]:
     groups ("... 1332 then"): the longest valid one is taken. A regex with a check cannot do
     that, as it never backtracks into a shorter match once the check refuses the longest.
     """
-    end = 0
+    taken_to = 0
     for head in _IBAN_HEAD.finditer(text):
-        start = head.start()
-        if start < end:
+        start, pos = head.start(), head.end()
+        if start < taken_to:
             continue
-        ends: list[int] = []
-        run = _IBAN_RUN.match(text, head.end()).end()
-        if run > head.end():
-            ends.append(run)  # unspaced: the whole word or nothing
+        run = _IBAN_RUN.match(text, pos).end()
+        if run > pos:  # unspaced: the whole word or nothing
+            ends = [run] if run == len(text) or not _is_alnum(text[run]) else []
         else:
-            pos = head.end()
-            while (group := _IBAN_GROUP.match(text, pos)) is not None:
-                pos = group.end()
-                ends.append(pos)
-                if len(group.group(1)) < 4:
-                    break  # a short group is the last one
+            groups = _IBAN_GROUPS.match(text, pos).end()
+            ends = list(range(pos + 15, groups + 1, 5))  # 16 characters or more
+            last = _IBAN_LAST.match(text, groups)
+            if last is not None:
+                ends.append(last.end())
         for e in reversed(ends):
             if _iban_ok(text[start:e]):
                 yield start, e
-                end = e
+                taken_to = e
                 break
+
+
+def _is_alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
 
 
 def _phone_ok(match: str) -> bool:
@@ -375,8 +383,8 @@ def _holds_remnant(
     student: str, privileged_redacted: str, redactor: Redactor, leakage: LeakageSettings
 ) -> bool:
     """Do the pieces of the redacted text found in the (normalised) student text make up
-    ``max_covered_fraction`` of it? One Aho-Corasick pass over the student text finds every
-    piece at once: linear, where a substring search per piece was quadratic."""
+    ``max_covered_fraction`` of it? :func:`rlsd.tasks.leak.occurring` finds every piece in one
+    go, linear in the sizes, where a substring search per piece was quadratic."""
     splitter = re.compile(f"{redactor.placeholder_regex().pattern}|{_PIECE_BREAK}")
     pieces = [p for p in (leak.normalise(x) for x in splitter.split(privileged_redacted)) if p]
     total = sum(len(p) for p in pieces)

@@ -40,6 +40,7 @@ from rlsd.context.policy import (
     PrivilegedContextPolicy,
     Redactor,
     leak_findings,
+    pii_in_fields,
     pii_kinds,
 )
 from rlsd.context.reader import (
@@ -193,18 +194,6 @@ def derived_checks(
     return out
 
 
-def _pii_in_fields(fields: Mapping[str, object], redactor: Redactor) -> dict[str, list[str]]:
-    """Column -> PII kinds found in its value (non-text values scanned as their text)."""
-    found: dict[str, list[str]] = {}
-    for column, value in fields.items():
-        if value is None:
-            continue
-        kinds = sorted({m.kind for m in redactor.find(str(value))})
-        if kinds:
-            found[column] = kinds
-    return found
-
-
 def field_pii(cfg: SourceConfig, row: dict[str, Any], redactor: Redactor) -> dict[str, list[str]]:
     """Source column -> PII kinds, over every mapped column but the prompt (``student_pii``
     governs it) and the privileged text (redacted by design), and every metadata column."""
@@ -213,7 +202,7 @@ def field_pii(cfg: SourceConfig, row: dict[str, Any], redactor: Redactor) -> dic
         if f in cfg.columns:
             fields[cfg.columns[f]] = row.get(f)
     fields.update(row.get("metadata") or {})
-    return _pii_in_fields(fields, redactor)
+    return pii_in_fields(fields, redactor)
 
 
 def field_pii_checks(cfg: SourceConfig, found: Mapping[str, list[str]]) -> dict[str, bool]:

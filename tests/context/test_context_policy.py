@@ -352,3 +352,13 @@ def test_leak_findings_on_2mb_rows() -> None:
     assert leak_findings(honest + " " + privileged, privileged, privileged, r) == [
         "contains_privileged"
     ]
+
+
+def test_redaction_of_a_2mb_row_of_iban_lookalikes() -> None:
+    # every word starts like an IBAN and is followed by groups of four: each candidate must
+    # stop at 34 characters, or finding them is quadratic
+    text = "ab12 cdef ghij " * 140_000
+    assert Redactor().find(text) == []
+    iban = "gb82 west 1234 5698 7654 32"
+    red, counts = Redactor().redact(text + iban + " " + text)
+    assert counts == {"iban": 1} and red.count("[REDACTED:iban]") == 1

@@ -112,31 +112,26 @@ def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alia
 
         # an invalid answer is refused by the server against the input schema; the run stays
         # paused. Then the approval, through the API, from the terminal command.
-        bad = subprocess.run(
-            [str(BIN / "rlsd"), "approve", flow_run_id, "--approver", " ", "--reason", "x"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert _state(flow_run_id).type.value == "PAUSED", bad.stdout + bad.stderr
+        def answer(decision: str, approver: str, reason: str) -> tuple[int, str]:
+            proc = subprocess.run(
+                [str(BIN / "rlsd"), decision, flow_run_id, "--approver", approver,
+                 "--reason", reason],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+
+        _, said = answer("approve", " ", "x")
+        assert _state(flow_run_id).type.value == "PAUSED", said
         # someone the policy does not name is refused with one line; the run stays paused
-        stranger = subprocess.run(
-            [str(BIN / "rlsd"), "approve", flow_run_id, "--approver", "mallory",
-             "--reason", "ship it"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        said = " ".join((stranger.stdout + stranger.stderr).split())
-        assert stranger.returncode == 2 and "'mallory' may not decide this gate" in said, said
+        rc, said = answer("approve", "mallory", "ship it")
+        assert rc == 2 and "'mallory' may not decide this gate" in said, said
         assert "Traceback" not in said
         assert _state(flow_run_id).type.value == "PAUSED"
         _cli([str(BIN / "rlsd"), "approve", flow_run_id, "--approver", "e2e-reviewer",
               "--reason", "gate passed; reviewed the decision document"], env, tmp_path)  # fmt: skip
         # a second answer (a reviewer who lost the race) gets one clean line, and changes nothing
-        late = subprocess.run(
-            [str(BIN / "rlsd"), "reject", flow_run_id, "--approver", "e2e-reviewer",
-             "--reason", "too late"],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        said = " ".join((late.stdout + late.stderr).split())
-        assert late.returncode == 2 and "Traceback" not in said, said
+        rc, said = answer("reject", "e2e-reviewer", "too late")
+        assert rc == 2 and "Traceback" not in said, said
         assert "not paused for approval" in said or "no longer waiting" in said, said
         assert _wait(flow_run_id, {"COMPLETED"}, 300, worker_log) == "COMPLETED"
     finally:

@@ -256,18 +256,18 @@ def test_no_canary_in_any_mlflow_artifact_param_or_tag(hostile_run: dict) -> Non
 
 def test_no_canary_in_any_prefect_log_artifact_or_state(hostile_run: dict) -> None:
     prefect = hostile_run["prefect"]
-    assert prefect["flow_runs"] and prefect["task_runs"] and prefect["artifacts"]
-    assert len(prefect["logs"]) > 10
-    assert any(a["key"] == "data-validation" for a in prefect["artifacts"])
     leaks = {}
     for kind, items in prefect.items():
         for item in items:
             if hit := _found(json.dumps(item)):
                 leaks[f"{kind} {item.get('name') or item.get('key') or item.get('id')}"] = hit
-    # the state messages of every flow and task run, by name (they are in the dumps above too)
-    messages = [s["message"] or "" for s in prefect["states"]]
-    assert not _found(" ".join(messages))
     assert not leaks, leaks
+    # the state messages of every flow and task run, by name (they are in the dumps above too)
+    assert not _found(" ".join(s["message"] or "" for s in prefect["states"]))
+    # and the search was over something: both runs, their tasks, logs and artifacts
+    assert len(prefect["flow_runs"]) == 2 and len(prefect["task_runs"]) >= 8
+    assert len(prefect["logs"]) > 10 and len(prefect["states"]) > 20
+    assert any(a["key"] == "data-validation" for a in prefect["artifacts"])
 
 
 def test_no_canary_in_anything_the_run_wrote_or_printed(hostile_run: dict) -> None:

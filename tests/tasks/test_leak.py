@@ -144,19 +144,32 @@ def test_normalise_is_idempotent_on_every_character() -> None:
         assert leak.normalise(once) == once, f"U+{cp:04X}"
 
 
-def test_occurring_agrees_with_substring_search() -> None:
+@pytest.mark.parametrize("search", [leak.occurring, leak._aho_corasick])
+def test_occurring_agrees_with_substring_search(search) -> None:
     rnd = random.Random(0)
     for trial in range(500):
         alphabet = "ab" if trial % 2 else "abcé"
         haystack = "".join(rnd.choices(alphabet, k=rnd.randint(0, 80)))
         needles = ["".join(rnd.choices(alphabet, k=rnd.randint(0, 8))) for _ in range(20)]
-        assert leak.occurring(haystack, needles) == {n for n in needles if n and n in haystack}
+        assert search(haystack, needles) == {n for n in needles if n and n in haystack}
 
 
-def test_occurring_on_2mb_of_nested_needles() -> None:
+@pytest.mark.parametrize("search", [leak.occurring, leak._aho_corasick])
+def test_occurring_on_2mb_of_nested_needles(search) -> None:
     # needles that are suffixes and prefixes of one another, in 2 MB of one letter: the worst
     # case for reporting every match at every position
     haystack = "a" * 2_000_000
     needles = ["a" * k for k in range(12, 2000, 7)] + ["a" * 500 + "b", "b" + "a" * 30]
-    assert leak.occurring(haystack, needles) == {"a" * k for k in range(12, 2000, 7)}
-    assert leak.occurring(haystack + "b", needles) == set(needles) - {"b" + "a" * 30}
+    assert search(haystack, needles) == {"a" * k for k in range(12, 2000, 7)}
+    assert search(haystack + "b", needles) == set(needles) - {"b" + "a" * 30}
+
+
+def test_occurring_on_2mb_of_many_needles() -> None:
+    # 100,000 distinct needles, none of them in the text: where one search per needle was
+    # quadratic (2 x 10^11 character steps)
+    rnd = random.Random(1)
+    haystack = "".join(rnd.choices("abcdefgh ", k=2_000_000))
+    needles = ["".join(rnd.choices("abcdefgh", k=12)) + "z" for _ in range(100_000)]
+    planted = [needles[i][:-1] for i in range(0, 100_000, 1000)]
+    assert leak.occurring(haystack, needles) == set()
+    assert leak.occurring(haystack, needles + planted) == {p for p in planted if p in haystack}
