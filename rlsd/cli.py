@@ -581,6 +581,61 @@ def lineage(
     raise typer.Exit(1)
 
 
+@app.command()
+def study(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The study design YAML.")],
+    out: Annotated[Path | None, typer.Option(help="Study folder; default: studies/<name>.")] = None,
+    max_runs: Annotated[
+        int | None, typer.Option(help="Stop after this many runs (resume later).")
+    ] = None,
+    arm: Annotated[list[str] | None, typer.Option(help="Run only this arm (repeatable).")] = None,
+    report_only: Annotated[
+        bool, typer.Option(help="Only (re)write report.md and the plots from finished runs.")
+    ] = False,
+    mlflow: Annotated[bool, typer.Option(help="Log runs and the report to MLflow.")] = True,
+) -> None:
+    """Run a pre-registered study: every arm x paired seed as a resumable training run, then
+    the report (paired differences with intervals, steps-to-threshold, curves) and plots."""
+    _setup_logging()
+    _quiet_services()
+    from rlsd.study.config import StudyError, design_digest, load_design
+    from rlsd.study.report import write_report
+    from rlsd.study.runner import cpu_seconds, run_study
+
+    try:
+        design = load_design(config)
+    except StudyError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
+    study_dir = out or Path("studies") / design.name
+    digest = design_digest(design)
+    sinks_for = None
+    if mlflow:
+        from functools import partial
+
+        from rlsd.tracking.records import study_run
+
+        def sinks_for(key):  # noqa: ANN001, ANN202 - a RunKey -> its MLflow run's sinks
+            return partial(study_run, "rlsd-studies", design.name, digest,
+                           design.model_dump_json(indent=1), key.arm, key.seed)()  # fmt: skip
+
+    try:
+        if not report_only:
+            run_study(design, study_dir, only=set(arm) if arm else None, max_runs=max_runs,
+                      sinks_for=sinks_for)  # fmt: skip
+        report = write_report(design, study_dir)
+    except StudyError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
+    if mlflow:
+        from rlsd.tracking.records import record_study_report
+
+        record_study_report("rlsd-studies", design.name, digest, study_dir)
+    console.print(report, markup=False)
+    console.print(f"study CPU time so far: {cpu_seconds(study_dir, design) / 3600:.2f} h "
+                  f"(finished runs); report: {study_dir / 'report.md'}", markup=False)  # fmt: skip
+
+
 @keys_app.command("init")
 def keys_init(
     directory: Annotated[Path, typer.Option("--dir", help="Where the key pair is written.")] = Path(

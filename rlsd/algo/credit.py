@@ -11,6 +11,10 @@ For a response with GRPO advantage ``A_i``, every token gets the same sign as
 Because ``w_t > 0`` and ``λ ∈ [0, 1]``, the sign of the update is never flipped and the
 teacher is never imitated, so privileged phrasing cannot leak into the student.
 λ is annealed to 0, after which the update is plain GRPO.
+
+The functions only ever use ``log P_S`` as the reference Δ is measured against, so
+``rlsd-contrast`` passes the *null-context teacher's* log-probs in its place
+(Δ_c = log P_T(· | privileged) - log P_T(· | context removed)) and shares every formula here.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import torch
 
 __all__ = [
     "lambda_schedule",
+    "rlsd_clip_stats_all",
     "rlsd_credit_stats",
+    "rlsd_delta_stats",
     "rlsd_token_advantages",
     "rlsd_token_weights",
 ]
@@ -157,6 +163,62 @@ def rlsd_credit_stats(
             "rlsd/weight_clip_frac": outside.to(torch.float32).mean().item(),
             "rlsd/delta_mean": delta[sel].mean().item(),
         }
+
+
+def rlsd_clip_stats_all(
+    advantages: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    student_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    eps_w: float = 0.2,
+) -> dict[str, float]:
+    """The weight clip fraction as the official RLSD code reports it: over *all* response
+    tokens (``mask = 1``), split by side; all 0.0 when there are no tokens.
+
+    A = 0 tokens count in the denominator with w = exp(0) = 1, never clipped, so on a batch
+    with zero-variance groups these read lower than ``rlsd/weight_clip_frac`` (A ≠ 0 tokens
+    only); both are logged so the product's numbers can be set beside the paper's 3-6 %.
+
+    * ``rlsd/weight_clip_frac_all``: ``w < 1-ε_w`` or ``w > 1+ε_w``
+    * ``rlsd/weight_clip_frac_low_all``: ``w < 1-ε_w``
+    * ``rlsd/weight_clip_frac_high_all``: ``w > 1+ε_w``
+    """
+    _check_shapes(advantages, teacher_logprobs, student_logprobs, mask)
+    _check_eps_w(eps_w)
+    m, _, w = _delta_and_weights(advantages, teacher_logprobs, student_logprobs, mask)
+    with torch.no_grad():
+        n = m.sum().clamp(min=1).to(torch.float32)
+        low = ((w < 1.0 - eps_w) & m).sum().to(torch.float32) / n
+        high = ((w > 1.0 + eps_w) & m).sum().to(torch.float32) / n
+        return {
+            "rlsd/weight_clip_frac_all": (low + high).item(),
+            "rlsd/weight_clip_frac_low_all": low.item(),
+            "rlsd/weight_clip_frac_high_all": high.item(),
+        }
+
+
+def rlsd_delta_stats(
+    advantages: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    student_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+) -> dict[str, float]:
+    """The sign of Δ over the tokens ``rlsd_credit_stats`` reads (``mask = 1``, A ≠ 0).
+
+    * ``rlsd/delta_neg_frac``: fraction of tokens with Δ < 0. On the student's own samples
+      E[Δ] = -KL(P_S‖P_T) ≤ 0, so a value well above 1/2 says the teacher mostly shrinks the
+      credit of correct responses rather than redistributing it.
+
+    Only A ≠ 0 tokens are read because the trainer does not score zero-variance groups with
+    the teacher (their Δ is not known there); 0.0 when there are no such tokens.
+    """
+    _check_shapes(advantages, teacher_logprobs, student_logprobs, mask)
+    m, delta, _ = _delta_and_weights(advantages, teacher_logprobs, student_logprobs, mask)
+    with torch.no_grad():
+        sel = m & (advantages.detach() != 0)[:, None]
+        if not bool(sel.any()):
+            return {"rlsd/delta_neg_frac": 0.0}
+        return {"rlsd/delta_neg_frac": (delta[sel] < 0).to(torch.float32).mean().item()}
 
 
 def lambda_schedule(step: int, lam0: float = 0.5, decay_steps: int = 50) -> float:

@@ -18,7 +18,12 @@ from enum import StrEnum
 import torch
 
 from rlsd.algo.aggregation import Normaliser
-from rlsd.algo.credit import rlsd_credit_stats, rlsd_token_advantages
+from rlsd.algo.credit import (
+    rlsd_clip_stats_all,
+    rlsd_credit_stats,
+    rlsd_delta_stats,
+    rlsd_token_advantages,
+)
 from rlsd.algo.logprobs import token_logprobs_from_hidden
 from rlsd.algo.opsd import opsd_jsd_loss
 from rlsd.algo.ppo import ppo_clip_loss
@@ -34,6 +39,7 @@ __all__ = [
     "MethodSettings",
     "TeacherOutput",
     "TeacherPass",
+    "TeacherPrompt",
     "WeightedStats",
     "entropy_from_logits",
     "get_method",
@@ -55,6 +61,19 @@ class TeacherPass(StrEnum):
     TOKEN_LOGPROBS = "token_logprobs"
     #: the teacher's full next-token distribution at every response token
     DISTRIBUTION = "distribution"
+    #: log P_T(y_t) twice, ``[N, T]`` each: under the privileged teacher prompt and under the
+    #: same template with the privileged context removed (two forwards of the same teacher)
+    CONTRAST_LOGPROBS = "contrast_logprobs"
+
+
+class TeacherPrompt(StrEnum):
+    """Which prompt a method's teacher reads by default (``teacher.prompt`` may override it)."""
+
+    #: the teacher template (``teacher.prompt_template``) around the student's question, its
+    #: ``{privileged_context}`` filled as ``teacher.context`` says: a self-teacher's view
+    TEMPLATE = "template"
+    #: the student's own prompt: a separate, stronger teacher needs no privileged context
+    STUDENT = "student"
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,8 @@ class TeacherOutput:
 
     * ``TOKEN_LOGPROBS``: ``token_logprobs`` ``[N, T]``, 0 at padding and in groups the pass
       skipped.
+    * ``CONTRAST_LOGPROBS``: as ``TOKEN_LOGPROBS`` (the privileged prompt's) plus
+      ``baseline_logprobs`` ``[N, T]``, the same teacher's under the null-context prompt.
     * ``DISTRIBUTION``: ``hidden`` ``[M, H]``, the teacher's last hidden state at each of the M
       response tokens (row-major), with the teacher's *own* output head (``head_weight``
       ``[V, H]``, ``head_bias``). Logits are formed per micro-batch (:meth:`logits`), so no
@@ -72,6 +93,7 @@ class TeacherOutput:
 
     kind: TeacherPass
     token_logprobs: torch.Tensor | None = None
+    baseline_logprobs: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     head_weight: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
@@ -84,6 +106,10 @@ class TeacherOutput:
         if self.kind is TeacherPass.TOKEN_LOGPROBS:
             logp = self.token_logprobs[rows, :width].to(device)
             return TeacherOutput(self.kind, token_logprobs=logp)
+        if self.kind is TeacherPass.CONTRAST_LOGPROBS:
+            logp = self.token_logprobs[rows, :width].to(device)
+            base = self.baseline_logprobs[rows, :width].to(device)
+            return TeacherOutput(self.kind, token_logprobs=logp, baseline_logprobs=base)
         if self.kind is TeacherPass.DISTRIBUTION:
             hidden = self.hidden[tokens].to(device)
             return TeacherOutput(
@@ -195,6 +221,11 @@ class Method:
     #: (RLSD-style): λ is in effect (and logged), groups with A = 0 need no teacher pass (their
     #: credit is A·w = 0 whatever it says), and the per-token credit is sampled for the report.
     teacher_scales_advantage: bool = False
+    #: the prompt the teacher reads unless ``teacher.prompt`` says otherwise
+    teacher_prompt: TeacherPrompt = TeacherPrompt.TEMPLATE
+    #: the teacher must be a separate model (``teacher.model``), not a copy of the policy: a
+    #: self-teacher reading the student's own prompt would make the method a no-op
+    requires_teacher_model: bool = False
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -238,16 +269,61 @@ def uniform_credit(x: LossInputs, student_logprobs: torch.Tensor) -> Credit:
     return Credit(x.advantages[:, None] * x.mask)
 
 
-def rlsd_credit(x: LossInputs, student_logprobs: torch.Tensor) -> Credit:
-    """RLSD: the verifier's sign, the teacher's per-token magnitude (:mod:`rlsd.algo.credit`)."""
-    t_logp = x.teacher.token_logprobs
+def _scaled_credit(x: LossInputs, teacher_logp: torch.Tensor, reference: torch.Tensor) -> Credit:
+    """RLSD's rule with Δ = ``teacher_logp - reference``: the verifier's sign, the clipped,
+    λ-annealed weight exp(sign(A)·Δ) as the per-token magnitude (:mod:`rlsd.algo.credit`)."""
     eps_w = x.settings.eps_w
     adv = x.advantages
-    token_adv = rlsd_token_advantages(adv, t_logp, student_logprobs, x.mask, x.lam, eps_w)
-    stats = rlsd_credit_stats(adv, t_logp, student_logprobs, x.mask, eps_w)
-    # the credit metrics are means over the A != 0 tokens, so that is their weight
+    token_adv = rlsd_token_advantages(adv, teacher_logp, reference, x.mask, x.lam, eps_w)
+    stats = rlsd_credit_stats(adv, teacher_logp, reference, x.mask, eps_w)
+    stats |= rlsd_delta_stats(adv, teacher_logp, reference, x.mask)
+    # the credit metrics are means over the A != 0 tokens, so that is their weight; the
+    # official clip fraction is a mean over every response token, so it weighs them all
     informative = float(((adv != 0)[:, None] * x.mask).sum())
-    return Credit(token_adv, ((stats, informative),))
+    all_tokens = rlsd_clip_stats_all(adv, teacher_logp, reference, x.mask, eps_w)
+    return Credit(token_adv, ((stats, informative), (all_tokens, float(x.num_tokens))))
+
+
+def rlsd_credit(x: LossInputs, student_logprobs: torch.Tensor) -> Credit:
+    """RLSD: Δ = log P_T(y_t | privileged prompt) - log P_S(y_t)."""
+    return _scaled_credit(x, x.teacher.token_logprobs, student_logprobs)
+
+
+def rlsd_contrast_credit(x: LossInputs, student_logprobs: torch.Tensor) -> Credit:
+    """RLSD-contrast: Δ_c = log P_T(y_t | privileged prompt) - log P_T(y_t | null-context prompt).
+
+    On small models RLSD's Δ partly measures how the teacher template's own sentences shift
+    log-probs, and on the student's samples E[Δ] = -KL(P_S‖P_T) ≤ 0, so RLSD mostly shrinks the
+    credit of correct responses. Measuring against the same teacher reading the same template
+    with the context removed cancels the wording: only what the privileged context itself
+    makes more (or less) likely moves credit. Sign, clip and λ rule are RLSD's.
+    """
+    return _scaled_credit(x, x.teacher.token_logprobs, x.teacher.baseline_logprobs)
+
+
+def opd_credit(x: LossInputs, student_logprobs: torch.Tensor) -> Credit:
+    """OPD: per-token advantage A_t = log π_T(y_t) - log π_S(y_t), detached (the verifier's
+    reward is not used).
+
+    On the student's own samples E[A_t · ∇log π_S(y_t)] = -∇ KL(π_S‖π_T) at each position, so
+    the policy-gradient step is a step down the per-token reverse KL to the teacher (Agarwal et
+    al.'s on-policy GKD with β = 1, in the sampled-token form of Thinking Machines' "on-policy
+    distillation"). Sharing :func:`policy_gradient_loss` with GRPO and RLSD keeps the arms on
+    one surrogate, clip and aggregation; only the credit differs.
+    """
+    with torch.no_grad():
+        t_logp = x.teacher.token_logprobs.to(torch.float32)
+        s_logp = student_logprobs.to(torch.float32)
+        m = x.mask.bool()
+        # masked before subtracting: padding may hold anything
+        adv = torch.where(m, t_logp - s_logp, torch.zeros((), device=t_logp.device))
+        n = max(float(m.sum()), 1.0)
+        stats = {
+            # the sampled-token (k1) estimate of KL(π_S‖π_T) per token
+            "opd/reverse_kl": float(-adv.sum()) / n,
+            "opd/adv_neg_frac": float(((adv < 0) & m).sum()) / n,
+        }
+    return Credit(adv, ((stats, float(x.num_tokens)),))
 
 
 def opsd_loss(x: LossInputs) -> LossOutput:
@@ -321,5 +397,24 @@ register_method(
         "JSD distillation to the self-teacher (baseline)",
         TeacherPass.DISTRIBUTION,
         opsd_loss,
+    )
+)
+register_method(
+    Method(
+        "opd",
+        "on-policy distillation from a separate teacher model (per-token reverse-KL advantage)",
+        TeacherPass.TOKEN_LOGPROBS,
+        policy_gradient_loss(opd_credit),
+        teacher_prompt=TeacherPrompt.STUDENT,
+        requires_teacher_model=True,
+    )
+)
+register_method(
+    Method(
+        "rlsd-contrast",
+        "RLSD credit with Δ measured against the null-context teacher (template cancels)",
+        TeacherPass.CONTRAST_LOGPROBS,
+        policy_gradient_loss(rlsd_contrast_credit),
+        teacher_scales_advantage=True,
     )
 )

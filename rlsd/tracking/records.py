@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlsd.tracking import conventions as C
-from rlsd.tracking.runs import MlflowMetricsSink, flatten_params, log_params, stage_run
+from rlsd.tracking.runs import MlflowMetricsSink, configure, flatten_params, log_params, stage_run
 
 if TYPE_CHECKING:
     from rlsd.context.snapshot import Snapshot
@@ -348,3 +348,57 @@ def record_pipeline_outcome(
                      "rlsd.winner_arm": winner})  # fmt: skip
     text = lineage_markdown(f"{registered_model}/{version}", load_trust(policy_path))
     mlflow.log_text(text, C.LINEAGE_MD)
+
+
+def _find_or_create_run(client: Any, experiment_id: str, tags: dict[str, str], name: str) -> str:
+    """The run carrying exactly these ``tags`` (a later process continues it), else a new one."""
+    filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    found = client.search_runs([experiment_id], filter_string=filt, max_results=1)
+    if found:
+        return found[0].info.run_id
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+@contextmanager
+def study_run(
+    experiment: str, study: str, design_digest: str, design_json: str, arm: str, seed: int
+) -> Iterator[tuple[MlflowMetricsSink, ...]]:
+    """The nested MLflow run of one study run (arm x seed) under the study's parent run; both
+    are found again by their tags, so a study resumed in another process logs to the same runs.
+    Yields the metric sinks for the trainer."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    configure()
+    client = MlflowClient()
+    exp = mlflow.set_experiment(experiment).experiment_id
+    base = {C.KIND: "study", "rlsd.study": study, "rlsd.study.design_sha256": design_digest}
+    parent = _find_or_create_run(client, exp, base, f"study {study}")
+    if not client.list_artifacts(parent, "design"):
+        client.log_text(parent, design_json, "design/design.json")
+    child_tags = {**base, C.KIND: "study_run", C.ARM: arm, "rlsd.study.seed": str(seed),
+                  "mlflow.parentRunId": parent}  # fmt: skip
+    run_id = _find_or_create_run(client, exp, child_tags, f"{arm} seed {seed}")
+    client.update_run(run_id, "RUNNING")
+    try:
+        yield (MlflowMetricsSink(run_id),)
+    except BaseException:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def record_study_report(experiment: str, study: str, design_digest: str, study_dir: Path) -> None:
+    """The study's report and plots as artifacts of its parent run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    configure()
+    client = MlflowClient()
+    exp = mlflow.set_experiment(experiment).experiment_id
+    base = {C.KIND: "study", "rlsd.study": study, "rlsd.study.design_sha256": design_digest}
+    parent = _find_or_create_run(client, exp, base, f"study {study}")
+    if (study_dir / "report.md").exists():
+        client.log_artifact(parent, str(study_dir / "report.md"))
+    if (study_dir / "plots").exists():
+        client.log_artifacts(parent, str(study_dir / "plots"), "plots")

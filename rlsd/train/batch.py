@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -53,21 +54,50 @@ def student_prompt_ids(tokenizer: PreTrainedTokenizerBase, task: Task) -> list[i
     return _ids(tokenizer(text, add_special_tokens=False))
 
 
-def teacher_messages(task: Task, template: str) -> list[dict[str, str]]:
-    """The student's conversation with the last user turn rewritten to show the privileged context."""
+#: What fills a teacher template's ``{privileged_context}`` (``teacher.context``).
+TeacherContext = Literal["privileged", "none"]
+
+
+def teacher_messages(
+    task: Task, template: str, context: TeacherContext = "privileged"
+) -> list[dict[str, str]]:
+    """The student's conversation with the last user turn rewritten into the teacher template.
+
+    ``context="privileged"`` shows the task's privileged context; ``"none"`` fills the slot
+    with the empty string, so the prompt differs from the privileged one by exactly that text
+    (the null teacher of RLSD-null and rlsd-contrast).
+    """
     messages = task.messages()
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    shown = task.privileged_context if context == "privileged" else ""
     messages[last_user] = {
         "role": "user",
         "content": template.format(
-            question=messages[last_user]["content"], privileged_context=task.privileged_context
+            question=messages[last_user]["content"], privileged_context=shown
         ),
     }
     return messages
 
 
-def teacher_prompt_ids(tokenizer: PreTrainedTokenizerBase, task: Task, template: str) -> list[int]:
+def check_null_teacher_text(task: Task, text: str) -> None:
+    """A null-context teacher prompt must hold none of the privileged context, or the null arm
+    would not be measuring what it claims to (the same check as the student prompt's)."""
+    if leak.contains(text, task.privileged_context):
+        raise PrivilegedLeakError(
+            f"task {task.id!r} (source {task.source!r}): the null-context teacher prompt "
+            "contains the privileged context (through the question or the template)"
+        )
+
+
+def teacher_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    template: str,
+    context: TeacherContext = "privileged",
+) -> list[int]:
     text = tokenizer.apply_chat_template(
-        teacher_messages(task, template), add_generation_prompt=True, tokenize=False
+        teacher_messages(task, template, context), add_generation_prompt=True, tokenize=False
     )
+    if context == "none":
+        check_null_teacher_text(task, text)
     return _ids(tokenizer(text, add_special_tokens=False))

@@ -72,8 +72,14 @@ class AlgoConfig(_Strict):
     name: str = Field(
         "rlsd",
         description="The training method, a name in rlsd.algo.methods: grpo: uniform credit (the "
-        "control arm); rlsd: verifier direction + self-teacher token magnitude; opsd: JSD "
-        "distillation to the self-teacher (baseline).",
+        "control arm); rlsd: verifier direction + self-teacher token magnitude, Δ = log P_T - "
+        "log P_S (with teacher.context=none: the RLSD-null arm, same template, no privileged "
+        "text); opsd: JSD distillation to the self-teacher (baseline); opd: on-policy "
+        "distillation from a separate model (teacher.model), per-token advantage log π_T - "
+        "log π_S in the PPO surrogate, no reward; rlsd-contrast: RLSD's sign/clip/λ rule with "
+        "Δ_c = log P_T(privileged prompt) - log P_T(same template, context removed), so the "
+        "template's wording cancels and only the privileged context moves credit (two "
+        "teacher forwards).",
     )
     advantage: Literal["grpo", "dr_grpo"] = Field(
         "grpo", description="grpo: (R - mean) / (std + 1e-6); dr_grpo: R - mean (no std)."
@@ -118,6 +124,29 @@ class TeacherConfig(_Strict):
         gt=0.0,
         description="Temperature of the teacher's pass only (its log-probs or distribution); "
         "None = sampling's. The student's side always uses the sampling temperature.",
+    )
+    context: Literal["privileged", "none"] = Field(
+        "privileged",
+        description="What fills the template's {privileged_context}: the task's privileged "
+        "context, or none (the empty string, so the teacher reads exactly the template's own "
+        "wording and nothing else; a placeholder such as 'no solution given' would be new "
+        "words that shift log-probs themselves). algo.name=rlsd with context=none is the "
+        "RLSD-null arm: what the template alone does to the credit. rlsd-contrast always runs "
+        "both and refuses none.",
+    )
+    prompt: Literal["method", "template", "student"] = Field(
+        "method",
+        description="The teacher's prompt: method = the method's own choice (the template for "
+        "the self-teacher methods, the student's prompt for opd); template = the teacher "
+        "template above; student = exactly the student's prompt (no privileged context).",
+    )
+    model: str | None = Field(
+        None,
+        description="A separate teacher model, named like model.name_or_path and loaded like the "
+        "policy (same dtype and attention), frozen, never synced: opd requires it; for the "
+        "other teacher methods it replaces the copy of the policy. Its tokenizer vocabulary "
+        "must equal the policy's (the teacher scores the student's token ids), else the run is "
+        "refused. None = the self-teacher (the policy, see sync_interval).",
     )
 
     @field_validator("prompt_template")

@@ -4,12 +4,13 @@ policies alike.
 A text policy's prompt is a list of token ids. A vision-language policy's prompt is the dict of
 :func:`rlsd.models.vlm.encode_mm_prompt` (``input_ids`` plus the vision tensors); the task's
 images are resolved from content-addressed stores and attached to the last user turn. The
-student and the self-teacher see the same images; the teacher's prompt adds the privileged text.
+student and the self-teacher see the same images; the teacher's prompt adds the privileged text
+(or, for a null-context teacher, the template with the context slot left empty).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -18,6 +19,8 @@ from rlsd.tasks import leak
 from rlsd.tasks.record import Task
 from rlsd.train.batch import (
     PrivilegedLeakError,
+    TeacherContext,
+    check_null_teacher_text,
     student_prompt_ids,
     teacher_messages,
     teacher_prompt_ids,
@@ -25,6 +28,10 @@ from rlsd.train.batch import (
 from rlsd.train.forward import response_hidden_plain, response_hidden_shared_prefix
 
 Prompt = list[int] | dict[str, Any]
+
+#: One prompt a teacher pass reads: the template with the privileged context, the template with
+#: the context removed, or the student's own prompt.
+TeacherView = Literal["privileged", "none", "student"]
 
 
 class PromptEncoder:
@@ -68,10 +75,21 @@ class PromptEncoder:
             )
         return self._mm(task, task.messages())
 
-    def teacher(self, task: Task, template: str) -> Prompt:
+    def teacher(self, task: Task, template: str, context: TeacherContext = "privileged") -> Prompt:
         if not self.multimodal:
-            return teacher_prompt_ids(self.policy.tokenizer, task, template)
-        return self._mm(task, teacher_messages(task, template))
+            return teacher_prompt_ids(self.policy.tokenizer, task, template, context)
+        messages = teacher_messages(task, template, context)
+        if context == "none":
+            from rlsd.models.vlm import mm_prompt_text
+
+            check_null_teacher_text(task, mm_prompt_text(self.policy, messages, len(task.images)))
+        return self._mm(task, messages)
+
+    def view(self, task: Task, view: TeacherView, template: str) -> Prompt:
+        """The prompt of one teacher view (see :data:`TeacherView`)."""
+        if view == "student":
+            return self.student(task)
+        return self.teacher(task, template, view)
 
     @staticmethod
     def ids(prompt: Prompt) -> list[int]:

@@ -45,7 +45,7 @@ from rlsd.train.forward import ResponseIndex, output_head
 from rlsd.train.metrics import JsonlSink, MetricsSink, MultiSink, read_metrics
 from rlsd.train.prompts import PromptEncoder, hidden_plain, hidden_shared_prefix
 from rlsd.train.rewards import score_responses
-from rlsd.train.teacher import SelfTeacher
+from rlsd.train.teacher import Teacher, build_teacher, check_teacher_config, teacher_views
 
 if TYPE_CHECKING:
     from rlsd.context.snapshot import Snapshot
@@ -91,7 +91,7 @@ class Session:
     policy: LoadedPolicy
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    teacher: SelfTeacher | None
+    teacher: Teacher | None
     engine: Any
     train_tasks: list[Task]
     heldout_tasks: list[Task]
@@ -239,11 +239,13 @@ def teacher_phase(
     index: ResponseIndex,
     advantages: torch.Tensor | None = None,
 ) -> TeacherOutput:
-    """The teacher pass the method asks for (``s.method.teacher``), over the privileged prompts.
+    """The teacher pass the method asks for (``s.method.teacher``), over the teacher's prompts.
 
     ``TOKEN_LOGPROBS``: teacher log-probs ``[N, T]`` of the sampled tokens. ``DISTRIBUTION``:
-    teacher hidden states ``[M, H]`` with the teacher module's own output head. ``NONE``: no
-    forward at all.
+    teacher hidden states ``[M, H]`` with the teacher module's own output head.
+    ``CONTRAST_LOGPROBS``: token log-probs under the privileged and under the null-context
+    prompt (two forwards). ``NONE``: no forward at all. Which prompts are read is
+    :func:`rlsd.train.teacher.teacher_views` of the method and ``cfg.teacher``.
 
     When the teacher only rescales advantages (``teacher_scales_advantage``) and ``advantages``
     are given, groups whose advantages are all zero (every response scored alike) are not
@@ -263,43 +265,65 @@ def teacher_phase(
         groups = [g for g in groups if informative[g]]
     rows = [g * G + j for g in groups for j in range(G)]
     responses = [rollout.response_ids[r] for r in rows]
-    prefixes = [s.prompts.teacher(tasks[g], cfg.teacher.prompt_template) for g in groups]
-    if kind is TeacherPass.TOKEN_LOGPROBS and not groups:
-        return TeacherOutput(kind, token_logprobs=torch.zeros(index.mask.shape))
-    groups_per_chunk = max(1, cfg.run.micro_batch_sequences // G)
-    was_training = module.training
-    module.eval()
-    pieces = []
-    try:
-        for g0 in range(0, len(prefixes), groups_per_chunk):
-            chunk_prefixes = prefixes[g0 : g0 + groups_per_chunk]
-            chunk_resp = responses[g0 * G : (g0 + len(chunk_prefixes)) * G]
-            if cfg.run.shared_prefix:
-                pieces.append(hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id))
-            else:
-                per_seq = [p for p in chunk_prefixes for _ in range(G)]
-                pieces.append(hidden_plain(module, per_seq, chunk_resp, s.pad_id))
-    finally:
-        module.train(was_training)
-    hidden = torch.cat(pieces, dim=0)
+    views = teacher_views(s.method, cfg.teacher)
+    template = cfg.teacher.prompt_template
+    if kind is not TeacherPass.DISTRIBUTION and not groups:
+        zeros = [torch.zeros(index.mask.shape) for _ in views]
+        return _token_logprob_output(kind, zeros)
     # the teacher's own head: a frozen teacher's logits must not use the live student's
     weight, bias = output_head(module)
-    if kind is TeacherPass.DISTRIBUTION:
-        return TeacherOutput(kind, hidden=hidden, head_weight=weight, head_bias=bias)
     sub = ResponseIndex.build(responses)
-    logp, _ = algo.token_logprobs_from_hidden(
-        hidden,
-        weight,
-        sub.targets.to(hidden.device),
-        bias,
-        s.settings.teacher_temperature,
-        cfg.run.logprob_chunk_tokens,
-        return_entropy=False,
-    )
-    out = torch.zeros(index.mask.shape)
-    scored = sub.scatter(logp.float().cpu())
-    out[torch.tensor(rows, dtype=torch.long), : scored.shape[1]] = scored
-    return TeacherOutput(kind, token_logprobs=out)
+    was_training = module.training
+    module.eval()
+    per_view = []
+    try:
+        for view in views:
+            prefixes = [s.prompts.view(tasks[g], view, template) for g in groups]
+            hidden = _teacher_hidden(s, module, prefixes, responses)
+            if kind is TeacherPass.DISTRIBUTION:
+                return TeacherOutput(kind, hidden=hidden, head_weight=weight, head_bias=bias)
+            logp, _ = algo.token_logprobs_from_hidden(
+                hidden,
+                weight,
+                sub.targets.to(hidden.device),
+                bias,
+                s.settings.teacher_temperature,
+                cfg.run.logprob_chunk_tokens,
+                return_entropy=False,
+            )
+            out = torch.zeros(index.mask.shape)
+            scored = sub.scatter(logp.float().cpu())
+            out[torch.tensor(rows, dtype=torch.long), : scored.shape[1]] = scored
+            per_view.append(out)
+    finally:
+        module.train(was_training)
+    return _token_logprob_output(kind, per_view)
+
+
+def _teacher_hidden(
+    s: Session, module: torch.nn.Module, prefixes: list[Any], responses: list[list[int]]
+) -> torch.Tensor:
+    """The teacher's hidden states ``[M, H]`` at the response tokens, in chunks of groups."""
+    cfg = s.cfg
+    G = cfg.rollout.group_size
+    groups_per_chunk = max(1, cfg.run.micro_batch_sequences // G)
+    pieces = []
+    for g0 in range(0, len(prefixes), groups_per_chunk):
+        chunk_prefixes = prefixes[g0 : g0 + groups_per_chunk]
+        chunk_resp = responses[g0 * G : (g0 + len(chunk_prefixes)) * G]
+        if cfg.run.shared_prefix:
+            pieces.append(hidden_shared_prefix(module, chunk_prefixes, chunk_resp, G, s.pad_id))
+        else:
+            per_seq = [p for p in chunk_prefixes for _ in range(G)]
+            pieces.append(hidden_plain(module, per_seq, chunk_resp, s.pad_id))
+    return torch.cat(pieces, dim=0)
+
+
+def _token_logprob_output(kind: TeacherPass, per_view: list[torch.Tensor]) -> TeacherOutput:
+    """A token-log-prob pass's output; the views are in :func:`teacher_views` order."""
+    if kind is TeacherPass.CONTRAST_LOGPROBS:
+        return TeacherOutput(kind, token_logprobs=per_view[0], baseline_logprobs=per_view[1])
+    return TeacherOutput(kind, token_logprobs=per_view[0])
 
 
 @dataclass
@@ -627,6 +651,7 @@ def setup(
     """Everything a run needs, built once. ``snapshot``: the run's data, already loaded (e.g. by
     the ingest stage); None = the one ``cfg.task`` names (or its generator)."""
     method = algo.get_method(cfg.algo.name)
+    check_teacher_config(method, cfg.teacher)  # before any model is loaded
     acc = Accelerator(cpu=not torch.cuda.is_available())
     _check_config(cfg, acc.num_processes)
     if cfg.run.num_threads:
@@ -687,11 +712,7 @@ def setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0
     )
-    teacher = (
-        SelfTeacher(policy.model, cfg.teacher.sync_interval)
-        if method.teacher is not TeacherPass.NONE
-        else None
-    )
+    teacher = build_teacher(method, cfg, policy)
     session = Session(
         cfg,
         acc,
@@ -780,6 +801,7 @@ def train(
     if cfg.eval.before and cfg.eval.num_tasks and s.start_step == 0:
         eval_before = run_eval(s)
         _write_eval(s, "eval_before.json", eval_before)
+        _write_eval(s, _step_eval(0), eval_before)
     elif (out / "eval_before.json").exists():
         eval_before = _read_eval(out / "eval_before.json")
 
@@ -793,7 +815,9 @@ def train(
             metrics = train_step(s, step)
             done = step + 1
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.run.steps:
-                metrics.update(run_eval(s).summary())
+                res = run_eval(s)
+                _write_eval(s, _step_eval(done), res)  # per task, for paired statistics
+                metrics.update(res.summary())
             if not all(math.isfinite(v) for k, v in metrics.items() if k.startswith("actor/")):
                 log.warning("step %d: non-finite actor metrics %s", done, metrics)
             if sink is not None:
@@ -805,6 +829,7 @@ def train(
     if cfg.eval.after and cfg.eval.num_tasks:
         eval_after = run_eval(s)
         _write_eval(s, "eval_after.json", eval_after)
+        _write_eval(s, _step_eval(cfg.run.steps), eval_after)
     final_dir = _save_final(s)
     if sink is not None:
         sink.close()
@@ -848,8 +873,14 @@ def _save_final(s: Session) -> Path | None:
     return final
 
 
+def _step_eval(step: int) -> str:
+    """Where the evaluation after ``step`` optimizer steps is written (0: before training)."""
+    return f"eval/step-{step:05d}.json"
+
+
 def _write_eval(s: Session, name: str, res: EvalResult) -> None:
     if s.acc.is_main_process:
+        (s.output_dir / name).parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "accuracy": res.accuracy,
             "num_tasks": res.num_tasks,
@@ -857,7 +888,10 @@ def _write_eval(s: Session, name: str, res: EvalResult) -> None:
             "mean_response_tokens": res.mean_response_tokens,
             "rows": res.rows,
         }
-        (s.output_dir / name).write_text(json.dumps(payload, indent=1))
+        path = s.output_dir / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, path)  # a reader (a study's report) never sees half a file
 
 
 def _read_eval(path: Path) -> EvalResult:

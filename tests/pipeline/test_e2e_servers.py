@@ -63,12 +63,25 @@ def _wait(flow_run_id: str, until: set[str], timeout: float, worker_log: Path) -
     )
 
 
+@pytest.fixture
+def prefect_client_of(prefect_mlflow_servers):
+    """This process's Prefect client on the test's server. Setting PREFECT_API_URL in the
+    environment is not enough here: an earlier test module may have imported prefect, whose
+    settings were read then, and a client without a URL starts a throwaway server of its own."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    servers = prefect_mlflow_servers
+    with temporary_settings(updates={PREFECT_API_URL: servers.prefect.api_url,
+                                     PREFECT_HOME: str(servers.prefect.home)}):  # fmt: skip
+        yield servers
+
+
 def test_deployed_retrain_waits_for_approval_through_the_api_then_moves_the_alias(
-    prefect_mlflow_servers, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+    prefect_client_of, tiny_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from rlsd.demo import build_demo_store
 
-    servers = prefect_mlflow_servers
+    servers = prefect_client_of
     env = _env(servers, tmp_path)
     for k, v in servers.env().items():
         monkeypatch.setenv(k, v)
