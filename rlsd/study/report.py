@@ -21,7 +21,7 @@ ENTROPY_KEYS = ("actor/entropy",)
 LENGTH_KEYS = ("response/length_mean",)
 CLIP_KEYS = {
     "credit tokens (A≠0)": ("rlsd/weight_clip_frac",),
-    "all response tokens": ("rlsd/clip_frac_all", "credit/clip_frac_all"),
+    "all response tokens": ("rlsd/weight_clip_frac_all",),
 }
 DELTA_KEYS = ("rlsd/delta_mean",)
 
@@ -61,6 +61,14 @@ def write_report(design: StudyDesign, study_dir: Path) -> str:
     total = len(run_keys(design))
     done = sum(len(v) for v in scores.values())
     seeds = _complete_seeds(scores, design)
+    arms = list(design.arms)
+    if not seeds:
+        # no seed has every arm yet: compare the arms that share finished seeds with the baseline
+        base = set(scores.get(design.baseline, {}))
+        arms = [a for a in design.arms if a == design.baseline or base & set(scores.get(a, {}))]
+        seeds = sorted(set.intersection(*(set(scores.get(a, {})) for a in arms))) if base else []
+        if len(arms) < 2:
+            seeds = []
     out = [f"# Study `{design.name}`", ""]
     if design.description:
         out += [design.description, ""]
@@ -98,13 +106,14 @@ def write_report(design: StudyDesign, study_dir: Path) -> str:
     if not seeds:
         out += ["_No seed has finished every arm yet: nothing to compare._", ""]
         return _write(study_dir, out)
-    paired = {a: {s: scores[a][s] for s in seeds} for a in design.arms}
+    paired = {a: {s: scores[a][s] for s in seeds} for a in arms}
     stats = summarise(paired, baseline=design.baseline, samples=design.bootstrap_samples,
                       confidence=design.confidence, seed=design.bootstrap_seed)  # fmt: skip
-    if len(seeds) < len(design.seeds):
-        out += [f"**Incomplete:** analysed seeds {seeds} of {design.seeds}.", ""]
+    if len(seeds) < len(design.seeds) or len(arms) < len(design.arms):
+        out += [f"**Incomplete:** analysed arms {arms}, seeds {seeds} of {design.seeds}; "
+                "every interval below will change as the other runs finish.", ""]  # fmt: skip
     out += _results_table(design, stats, curves)
-    out += _endpoint(design, stats)
+    out += _endpoint(design, stats, complete=done == total)
     out += _per_seed(design, stats)
     out += _curves_table(design, stats)
     _plots(design, stats, paired, curves, study_dir / "plots")
@@ -142,7 +151,7 @@ def _results_table(design: StudyDesign, stats: StudyStats, curves: dict) -> list
         ])  # fmt: skip
     return [
         "## Result", "",
-        f"Final step {stats.steps[-1]}; {len(stats.seeds)} seeds × {stats.n_problems} problems; "
+        f"Final step {stats.steps[-1]}; {len(stats.seeds)} seed(s) × {stats.n_problems} problems; "
         f"{int(100 * stats.confidence)} % intervals. Steps-to-threshold: the first evaluation at "
         f"which the arm's mean accuracy reaches {design.baseline}'s final "
         f"{100 * stats.threshold:.1f} %. Entropy, length, clip fraction and Δ: mean of the last "
@@ -153,13 +162,20 @@ def _results_table(design: StudyDesign, stats: StudyStats, curves: dict) -> list
     ]  # fmt: skip
 
 
-def _endpoint(design: StudyDesign, stats: StudyStats) -> list[str]:
+def _endpoint(design: StudyDesign, stats: StudyStats, *, complete: bool) -> list[str]:
     e = design.endpoint
+    if e.arm not in stats.arms:
+        return ["## Primary endpoint", "", f"_{e.arm} has not finished a paired seed yet._", ""]
     arm: ArmStats = stats.arms[e.arm]
     if e.versus != stats.baseline or not arm.comparisons:
         return ["## Primary endpoint", "", f"_{e.arm} vs {e.versus}: see the table._", ""]
     ci = arm.comparisons[-1].bootstrap
     supported = ci.low > e.threshold
+    if not complete:
+        # a verdict is for the registered design: 1 seed's interval holds no training noise
+        return ["## Primary endpoint", "",
+                f"**Interim, not a verdict** (the design is not complete): {e.arm} − {e.versus} "
+                f"at step {arm.final_step} so far: {ci.describe()}.", ""]  # fmt: skip
     lines = ["## Primary endpoint", "",
              f"{e.arm} − {e.versus} at step {arm.final_step}: {ci.describe()}. "
              + ("**Supported**: the lower bound exceeds the threshold."
@@ -168,7 +184,7 @@ def _endpoint(design: StudyDesign, stats: StudyStats) -> list[str]:
     if ci.includes_zero:
         lines.append("The interval includes zero: this design cannot tell the arms apart.")
     if arm.mde is not None:
-        lines.append(f"With {len(stats.seeds)} seeds × {stats.n_problems} problems the design "
+        lines.append(f"With {len(stats.seeds)} seed(s) × {stats.n_problems} problems the design "
                      f"had {int(100 * arm.mde.power)} % power to detect a difference of "
                      f"{100 * arm.mde.value:.1f} pts ({arm.mde.basis}).")  # fmt: skip
     return [*lines, ""]
@@ -201,7 +217,7 @@ def _plots(design: StudyDesign, stats: StudyStats, scores: dict, curves: dict, o
     out.mkdir(parents=True, exist_ok=True)
     steps = stats.steps
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for arm in design.arms:
+    for arm in scores:
         cis = [bootstrap_ci_single(scores, arm, s, samples=2000, seed=design.bootstrap_seed,
                                    confidence=design.confidence) for s in steps]  # fmt: skip
         ax.plot(steps, [100 * c.estimate for c in cis], marker="o", label=arm)
@@ -236,7 +252,7 @@ def _plots(design: StudyDesign, stats: StudyStats, scores: dict, curves: dict, o
                                ("clip_fraction", CLIP_KEYS["all response tokens"]
                                 + CLIP_KEYS["credit tokens (A≠0)"], "weight-clip fraction")):  # fmt: skip
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        for arm in design.arms:
+        for arm in scores:
             per_seed = [_metric(rows, keys) for rows in curves.get(arm, {}).values()]
             per_seed = [p for p in per_seed if p]
             if not per_seed:

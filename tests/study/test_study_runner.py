@@ -132,6 +132,7 @@ def test_the_report_and_plots_are_written(finished) -> None:
     _, design, study_dir = finished
     text = write_report(design, study_dir)
     assert (study_dir / "report.md").read_text() == text
+    assert ("**Supported**" in text) != ("**Not supported**" in text)  # complete: a verdict
     for needle in ("## Result", "Primary endpoint", "hierarchical bootstrap", "t over seeds",
                    "steps to threshold", "Every seed", "seed 1", "runs finished | 4 of 4"):  # fmt: skip
         assert needle in text, needle
@@ -172,3 +173,21 @@ def test_a_killed_study_resumes_and_matches_an_uninterrupted_one(
         a = json.loads((results_dir(study_dir, key) / name).read_text())
         b = json.loads((results_dir(done_dir, key) / name).read_text())
         assert a["rows"] == b["rows"], name
+
+
+def test_a_partial_study_reports_the_pairs_it_has(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Two arms of three, one seed of two: the finished pair is compared, marked incomplete."""
+    path = _design(tmp_path, tiny_model_dir, arms={
+        "grpo": {"algo.name": "grpo"}, "rlsd": {"algo.name": "rlsd"},
+        "opsd": {"algo.name": "opsd"}})  # fmt: skip
+    design = load_design(path)
+    study_dir = tmp_path / "studies" / design.name
+    run_study(design, study_dir, max_runs=2, show_progress=False)
+    text = write_report(design, study_dir)
+    # (the YAML lists the arms alphabetically: grpo, opsd, rlsd; seed-major order runs grpo and
+    # opsd of seed 0 first)
+    assert "analysed arms ['grpo', 'opsd'], seeds [0] of [0, 1]" in text
+    assert "runs finished | 2 of 6" in text and "## Result" in text
+    assert "| rlsd |" not in text and "rlsd has not finished a paired seed yet" in text
+    assert "Supported" not in text  # no verdict before the registered design is complete
+    assert (study_dir / "plots" / "accuracy.png").exists()
