@@ -43,6 +43,65 @@ def _toy_verifier() -> None:
     register_verifier("toy-even-length", EvenLength, replace=True)
 
 
+def build_random_model(tokenizer_dir: str, arch: str, tiny: bool) -> Path:
+    """A randomly initialised ``arch``-sized model (bf16) with the given tokenizer, saved to a
+    temporary folder; returns the folder."""
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model_dir = Path(tempfile.mkdtemp()) / f"random-{arch}"
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    }
+    qwen = arch == "qwen2.5-1.5b"
+    model_cls = Qwen2ForCausalLM if qwen else LlamaForCausalLM
+    if qwen:
+        cfg = Qwen2Config(
+            vocab_size=max(len(tok), 151936),
+            hidden_size=64 if tiny else 1536,
+            intermediate_size=128 if tiny else 8960,
+            num_hidden_layers=2 if tiny else 28,
+            num_attention_heads=4 if tiny else 12,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            tie_word_embeddings=True,
+            **ids,
+        )
+    else:
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64 if tiny else 2048,
+            intermediate_size=128 if tiny else 8192,
+            num_hidden_layers=2 if tiny else 24,
+            num_attention_heads=4 if tiny else 32,
+            num_key_value_heads=4 if tiny else 32,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+            **ids,
+        )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = model_cls(cfg).to(torch.bfloat16)
+    n_params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    print(f"model: random {arch}, {n_params / 1e9:.2f} B parameters, bf16", flush=True)
+    return model_dir
+
+
 def run_arms(overrides: list[str], steps: int, cuda: bool) -> dict[str, list[dict]]:
     """GRPO then RLSD, ``steps`` timed steps each after one warm-up step; prints every step."""
     from rlsd.train.config import load_config
@@ -110,66 +169,12 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override")
     args = ap.parse_args()
     from _machine import describe
-    from transformers import (
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
 
     cuda = torch.cuda.is_available()
     assert cuda or args.tiny, "this check needs a CUDA device (or --tiny)"
-    device = "cuda" if cuda else "cpu"
     print("machine:", describe(), flush=True)
     _toy_verifier()
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    model_dir = Path(tempfile.mkdtemp()) / f"random-{args.arch}"
-    ids = {
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    }
-    qwen = args.arch == "qwen2.5-1.5b"
-    model_cls = Qwen2ForCausalLM if qwen else LlamaForCausalLM
-    qwen_cfg = Qwen2Config(
-        vocab_size=max(len(tok), 151936),
-        hidden_size=64 if args.tiny else 1536,
-        intermediate_size=128 if args.tiny else 8960,
-        num_hidden_layers=2 if args.tiny else 28,
-        num_attention_heads=4 if args.tiny else 12,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        tie_word_embeddings=True,
-        **ids,
-    )
-    cfg = (
-        qwen_cfg
-        if qwen
-        else LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=64 if args.tiny else 2048,
-            intermediate_size=128 if args.tiny else 8192,
-            num_hidden_layers=2 if args.tiny else 24,
-            num_attention_heads=4 if args.tiny else 32,
-            num_key_value_heads=4 if args.tiny else 32,
-            max_position_embeddings=8192,
-            tie_word_embeddings=True,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        )
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = model_cls(cfg).to(torch.bfloat16)
-    n_params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    del model
-    if cuda:
-        torch.cuda.empty_cache()
-    print(f"model: random {args.arch}, {n_params / 1e9:.2f} B parameters, bf16", flush=True)
+    model_dir = build_random_model(args.tokenizer, args.arch, args.tiny)
 
     overrides = [
         f"model.name_or_path={model_dir}",
@@ -184,6 +189,7 @@ def main() -> None:
         "run.micro_batch_sequences=64",
         "eval.num_tasks=0",
         f"run.steps={args.steps + 1}",
+        *args.sets,
     ]
     times = run_arms(overrides, args.steps, cuda)
     med = print_medians(times)

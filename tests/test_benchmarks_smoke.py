@@ -193,3 +193,28 @@ def test_vs_trl_runs_quick_with_the_real_model(tmp_path):
     assert "product GRPO / TRL GRPO step" in out.stdout
     assert "product RLSD / TRL GRPO step" in out.stdout
     assert "identical ids every step: True" in out.stdout
+
+
+def test_gpu_accelerate_check_runs_tiny_on_cpu(tmp_path):
+    # The GPU check of the accelerate path (run_gpu_checks.sh) still runs: train, accelerate
+    # checkpoint, resume, metrics compared with another run's (itself, here).
+    from rlsd.models.loader import bundled_model_dir
+
+    tok, _ = bundled_model_dir()
+    script = str(REPO / "benchmarks" / "gpu_accelerate.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    args = ["--tokenizer", str(tok), "--tiny", "--prompts", "2", "--group", "2",
+            "--max-new-tokens", "8"]  # fmt: skip
+    first = subprocess.run(
+        [sys.executable, script, *args, "--out", str(tmp_path / "a.json")],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "distributed type: NO" in first.stdout and "step 3:" in first.stdout
+    again = subprocess.run(
+        [sys.executable, script, *args, "--out", str(tmp_path / "b.json"),
+         "--compare", str(tmp_path / "a.json")],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "step 1: actor/loss +0" in again.stdout, again.stdout

@@ -192,6 +192,8 @@ class LossOutput:
     stats: tuple[WeightedStats, ...]
     #: ``[n, T]`` per-token advantages, for the token-credit report (None: not a PG method)
     token_advantages: torch.Tensor | None = None
+    #: ``[n, T]`` the student's detached log-probs of the sampled tokens (None: not computed)
+    logprobs: torch.Tensor | None = None
 
 
 LossFn = Callable[[LossInputs], LossOutput]
@@ -259,7 +261,9 @@ def policy_gradient_loss(credit: CreditFn) -> LossFn:
             num_seqs=x.norm_seqs,
             norm_len=x.norm_len,
         )
-        return LossOutput(value, ent, (*c.stats, (stats, float(x.num_tokens))), c.token_advantages)
+        return LossOutput(
+            value, ent, (*c.stats, (stats, float(x.num_tokens))), c.token_advantages, logp.detach()
+        )
 
     return loss
 

@@ -45,6 +45,10 @@ class RolloutBatch:
     timings: dict[str, float] = field(default_factory=dict)
     #: the prompts as the forward passes take them (ids, or dicts with vision tensors)
     prompt_inputs: list[Any] | None = None
+    #: the sampling engine's own log-prob of each sampled token (one list per response, aligned
+    #: with ``response_ids``), where the engine reports them (vLLM). The trainer compares them
+    #: with its recomputed log-probs: the on-policy check (``rollout/logprob_diff_*``).
+    logprobs: list[list[float]] | None = None
 
     @property
     def num_sequences(self) -> int:

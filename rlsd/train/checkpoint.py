@@ -11,6 +11,13 @@ sector). :func:`resume_checkpoint` checks each checkpoint against its recorded s
 newest first, warns about and skips a damaged one, and resumes from the newest intact one; the
 check depends only on the files, so every rank of a data-parallel run picks the same one. That is
 why ``run.keep_checkpoints`` defaults to 2: with one kept there is nothing to fall back to.
+
+What a checkpoint holds is accelerate's state (``accelerate/``: weights, optimizer, each rank's
+RNG states, the scheduler and a frozen teacher as registered objects), written and read by
+``Accelerator.save_state`` / ``load_state``, so a sharded (FSDP) run saves its shards and
+resumes from them. The weights of an unsharded run are stored unwrapped (no ``module.`` prefix of
+DDP), so a run may resume on a different number of processes. Checkpoints of earlier versions
+(``model.safetensors`` beside ``trainer_state.json``) still resume: :func:`read_checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,14 +32,19 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 STATE = "trainer_state.json"
+#: accelerate's state, inside the checkpoint folder
+ACCELERATE_DIR = "accelerate"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
@@ -46,31 +58,6 @@ log = logging.getLogger("rlsd.train")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is unreadable, truncated or incomplete, or none of a run's is usable."""
-
-
-def _tensors(module: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
-    names = {n for n, p in module.named_parameters() if p.requires_grad} if trainable_only else None
-    out = {}
-    seen: dict[int, str] = {}
-    for name, t in module.state_dict().items():
-        if names is not None and name not in names:
-            continue
-        # safetensors refuses shared storage (tied embeddings): keep the first name only.
-        key = t.data_ptr()
-        if key in seen and t.numel() > 0:
-            continue
-        seen[key] = name
-        out[name] = t.detach().contiguous().cpu()
-    return out
-
-
-def rng_state() -> dict[str, Any]:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -137,24 +124,15 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def save_checkpoint(
-    root: Path,
-    step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    state: dict[str, Any],
-    teacher: nn.Module | None = None,
-    rank: int = 0,
-    is_main: bool = True,
-    keep: int = 2,
-    barrier: Any = None,
+    root: Path, step: int, acc: Accelerator, state: dict[str, Any], keep: int = 2
 ) -> Path:
-    """Write checkpoint ``step`` under ``root``; every rank writes its RNG state, rank 0 the rest.
+    """Write checkpoint ``step`` under ``root`` through ``acc.save_state``; every rank calls it.
 
     The newest ``keep`` checkpoints are kept; older ones are deleted only once the new one is
     durable, so a crash never leaves the run with fewer complete checkpoints than before."""
     final = root / f"step-{step:06d}"
     tmp = root / f"{_TMP_PREFIX}{final.name}"
+    is_main = acc.is_main_process
     if is_main:
         root.mkdir(parents=True, exist_ok=True)
         # Partial folders of an earlier crash (any step) are never checkpoints: sweep them.
@@ -163,31 +141,22 @@ def save_checkpoint(
         for stale in root.glob(f"{_TRASH_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
-    if barrier:
-        barrier()
-    rng_file = tmp / f"rng-rank{rank}.pt"
-    torch.save(rng_state(), rng_file)
-    _fsync_file(rng_file)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp / ACCELERATE_DIR))  # collective: RNG per rank, FSDP shards per rank
+    acc.wait_for_everyone()
     if is_main:
-        save_file(_tensors(model, trainable_only=False), str(tmp / MODEL_FILE))
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
-        if teacher is not None:
-            save_file(_tensors(teacher, trainable_only=False), str(tmp / TEACHER_FILE))
-        for name in (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, TEACHER_FILE):
-            if (tmp / name).exists():
-                _fsync_file(tmp / name)
-    if barrier:
-        barrier()
-    if is_main:
-        # Written last, after the other ranks' RNG files are in: it vouches for all of them.
-        files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-            for p in sorted(tmp.iterdir())
-            if p.is_file()
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for f in files:
+            _fsync_file(f)
+        for d in sorted({f.parent for f in files}, key=lambda d: -len(d.parts)):
+            _fsync_dir(d)
+        # Written last, after every rank's files are in: it vouches for all of them.
+        record = {
+            f.relative_to(tmp).as_posix(): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            for f in files
         }
         with (tmp / STATE).open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": step, **state, "files": files}, indent=2))
+            fh.write(json.dumps({"step": step, **state, "files": record}, indent=2))
             fh.flush()
             os.fsync(fh.fileno())
         _fsync_dir(tmp)
@@ -197,9 +166,43 @@ def save_checkpoint(
         for old in list_checkpoints(root)[:-keep]:
             _discard(old)
         _fsync_dir(root)
-    if barrier:
-        barrier()
+    acc.wait_for_everyone()
     return final
+
+
+def unwrapped_weights_hooks(acc: Accelerator) -> None:
+    """Store an unsharded run's weights unwrapped: DDP's ``module.`` prefix would tie a
+    checkpoint to the number of processes that wrote it. (FSDP's shards are accelerate's.)"""
+
+    def save(models: list[nn.Module], weights: list[dict], _dir: str) -> None:
+        for i in range(len(weights)):
+            weights[i] = _untied_state(acc.unwrap_model(models[i]))
+
+    def load(models: list[nn.Module], _dir: str) -> None:
+        if models and weights_are_unwrapped(acc):
+            models[:] = [acc.unwrap_model(m) for m in models]
+
+    acc.register_save_state_pre_hook(save)
+    acc.register_load_state_pre_hook(load)
+
+
+def _untied_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each shared storage (tied embeddings) under its first name only:
+    safetensors stores a storage once, and ``load_model`` restores the ties."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in module.state_dict().items():
+        if t.numel() and t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = t
+    return out
+
+
+def weights_are_unwrapped(acc: Accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type != DistributedType.FSDP
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -231,8 +234,13 @@ def checkpoint_problem(path: Path, rank: int = 0) -> str | None:
         needed = [MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE]
         missing = [n for n in needed if not (path / n).is_file()]
         return f"{path / missing[0]} is missing (the checkpoint is incomplete)" if missing else None
-    if not isinstance(files, dict) or MODEL_FILE not in files:
-        return f"{path / STATE}: files = {str(files)[:80]!r} does not list {MODEL_FILE}"
+    if not isinstance(files, dict) or not (
+        MODEL_FILE in files or any(str(k).startswith(f"{ACCELERATE_DIR}/") for k in files)
+    ):
+        return (
+            f"{path / STATE}: files = {str(files)[:80]!r} lists neither {ACCELERATE_DIR}/ "
+            f"nor {MODEL_FILE}"
+        )
     for name, rec in sorted(files.items()):
         f = path / name
         if not isinstance(rec, dict) or not {"bytes", "sha256"} <= rec.keys():
@@ -254,19 +262,32 @@ def checkpoint_problem(path: Path, rank: int = 0) -> str | None:
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint read into memory, checked, not yet applied to a model (:func:`apply_checkpoint`)."""
+    """A checked checkpoint, not yet applied (:func:`apply_checkpoint`). Its files are verified
+    against their recorded digests before anything is applied; a checkpoint of an earlier
+    version (no ``accelerate/``) is also read into memory here (``legacy``)."""
 
     path: Path
     state: dict[str, Any]
+    legacy: LegacyTensors | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def accelerate_dir(self) -> Path:
+        return self.path / ACCELERATE_DIR
+
+
+@dataclass
+class LegacyTensors:
+    """What a checkpoint written before accelerate's state holds, read into memory."""
+
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     teacher: dict[str, torch.Tensor] | None
     rng: dict[str, Any] | None
-
-    @property
-    def step(self) -> int:
-        return int(self.state["step"])
 
 
 def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
@@ -277,6 +298,8 @@ def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
     if problem is not None:
         raise CheckpointError(problem)
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
+    if (path / ACCELERATE_DIR).is_dir():
+        return LoadedCheckpoint(path, state)
 
     def read(name: str, loader: Any) -> Any:
         try:
@@ -294,7 +317,7 @@ def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
     rng = None
     if (path / rng_name).exists():
         rng = read(rng_name, lambda p: torch.load(p, weights_only=False))
-    return LoadedCheckpoint(path, state, model, optimizer, scheduler, teacher, rng)
+    return LoadedCheckpoint(path, state, LegacyTensors(model, optimizer, scheduler, teacher, rng))
 
 
 def resume_checkpoint(root: Path, rank: int = 0) -> LoadedCheckpoint | None:
@@ -325,14 +348,31 @@ def resume_checkpoint(root: Path, rank: int = 0) -> LoadedCheckpoint | None:
 
 def apply_checkpoint(
     ckpt: LoadedCheckpoint,
+    acc: Accelerator,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     teacher: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Put a read checkpoint into the live model, optimizer, scheduler, teacher and RNGs."""
-    path = ckpt.path
-    missing, unexpected = model.load_state_dict(ckpt.model, strict=False)
+    """Put a checked checkpoint into the live run: ``acc.load_state`` (weights, optimizer, RNGs,
+    the registered scheduler and teacher), or for a legacy checkpoint the tensors read.
+
+    ``model`` is the unwrapped policy, ``optimizer`` / ``scheduler`` the ones the run steps."""
+    if ckpt.legacy is None:
+        if not weights_are_unwrapped(acc) and not any(ckpt.accelerate_dir.glob("*fsdp*")):
+            raise CheckpointError(
+                f"{ckpt.accelerate_dir} was written by an unsharded run; this FSDP run cannot "
+                "resume from it (resume it without FSDP, or start again with --overwrite)"
+            )
+        if weights_are_unwrapped(acc) and not (ckpt.accelerate_dir / MODEL_FILE).is_file():
+            raise CheckpointError(
+                f"{ckpt.accelerate_dir} holds sharded (FSDP) weights; resume it with the same "
+                "FSDP launch configuration"
+            )
+        acc.load_state(str(ckpt.accelerate_dir))
+        return ckpt.state
+    t, path = ckpt.legacy, ckpt.path
+    missing, unexpected = model.load_state_dict(t.model, strict=False)
     # Tied weights are stored once; anything else missing means the wrong checkpoint.
     real_missing = [m for m in missing if not _is_tied(model, m)]
     if real_missing or unexpected:
@@ -340,27 +380,28 @@ def apply_checkpoint(
             f"{path / MODEL_FILE} does not match the model: missing {real_missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    optimizer.load_state_dict(ckpt.optimizer)
-    scheduler.load_state_dict(ckpt.scheduler)
+    optimizer.load_state_dict(t.optimizer)
+    scheduler.load_state_dict(t.scheduler)
     if teacher is not None:
-        if ckpt.teacher is None:
+        if t.teacher is None:
             raise CheckpointError(f"{path / TEACHER_FILE} is missing; the run has a teacher")
-        teacher.load_state_dict(ckpt.teacher, strict=False)
-    if ckpt.rng is not None:
-        set_rng_state(ckpt.rng)
+        teacher.load_state_dict(t.teacher, strict=False)
+    if t.rng is not None:
+        set_rng_state(t.rng)
     return ckpt.state
 
 
 def load_checkpoint(
     path: Path,
+    acc: Accelerator,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     teacher: nn.Module | None = None,
-    rank: int = 0,
 ) -> dict[str, Any]:
     """Read, check and apply the checkpoint at ``path``; returns its trainer state."""
-    return apply_checkpoint(read_checkpoint(path, rank), model, optimizer, scheduler, teacher)
+    ckpt = read_checkpoint(path, acc.process_index)
+    return apply_checkpoint(ckpt, acc, model, optimizer, scheduler, teacher)
 
 
 def _is_tied(model: nn.Module, name: str) -> bool:

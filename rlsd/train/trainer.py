@@ -2,9 +2,11 @@
 
 One optimizer step per rollout batch (on-policy), so pi_old is the policy that sampled and its
 log-probs are the detached log-probs of the update's own forward: no separate old-log-prob pass.
-Data parallel through accelerate: each rank samples a slice of the prompts, losses are normalised
-by global token counts, and gradients are summed across ranks, so N processes give the same update
-as one process with the same global batch.
+Data parallel and sharded through accelerate (:mod:`rlsd.train.distributed`): the policy is
+prepared by ``Accelerator.prepare`` (DDP, or FSDP on accelerators), each rank samples a slice of
+the prompts, losses are normalised by global token counts and the gradients are synchronised by
+DDP's (FSDP's) own reduction, so N processes give the same update as one process with the same
+global batch; checkpoints are accelerate's state.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import math
 import os
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +34,7 @@ from rlsd.models import LoadedPolicy, load_policy
 from rlsd.rollout import HFGenerateEngine, RolloutBatch, derive_seed
 from rlsd.runtime import keep_freed_memory
 from rlsd.tasks import Task
+from rlsd.train import distributed as dist
 from rlsd.train.batch import tasks_for_step
 from rlsd.train.checkpoint import (
     CheckpointError,
@@ -37,6 +42,7 @@ from rlsd.train.checkpoint import (
     latest_checkpoint,
     resume_checkpoint,
     save_checkpoint,
+    unwrapped_weights_hooks,
 )
 from rlsd.train.config import TrainConfig, dump_config
 from rlsd.train.data import DatasetError, eval_subset, load_run_tasks, resume_dataset_problem
@@ -102,6 +108,13 @@ class Session:
     start_step: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     prompts: PromptEncoder | None = None
+    #: what ``Accelerator.prepare`` returned for :class:`~rlsd.train.distributed.PolicyLoss`
+    #: (DDP / FSDP wrapped, or the module itself in one process)
+    prepared: torch.nn.Module | None = None
+
+    def full_parameters(self):
+        """Whole parameters for calls outside the prepared forward (no-op unless FSDP)."""
+        return dist.full_parameters(self.acc, self.prepared)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -196,13 +209,14 @@ def rollout_phase(s: Session, tasks: list[Task], step: int) -> RolloutBatch:
     cfg = s.cfg
     prompts = [s.prompts.student(t) for t in tasks]
     per_rank = cfg.rollout.prompts_per_step // s.acc.num_processes
-    batch = s.engine.generate(
-        prompts,
-        cfg.rollout.group_size,
-        cfg.rollout.sampling,
-        seed=derive_seed(cfg.run.seed, "rollout", step),
-        group_offset=s.acc.process_index * per_rank,
-    )
+    with s.full_parameters():
+        batch = s.engine.generate(
+            prompts,
+            cfg.rollout.group_size,
+            cfg.rollout.sampling,
+            seed=derive_seed(cfg.run.seed, "rollout", step),
+            group_offset=s.acc.process_index * per_rank,
+        )
     # the forward passes need the whole prompts (vision tensors too), not only their ids
     batch.prompt_inputs = prompts
     return batch
@@ -270,33 +284,34 @@ def teacher_phase(
     if kind is not TeacherPass.DISTRIBUTION and not groups:
         zeros = [torch.zeros(index.mask.shape) for _ in views]
         return _token_logprob_output(kind, zeros)
-    # the teacher's own head: a frozen teacher's logits must not use the live student's
-    weight, bias = output_head(module)
     sub = ResponseIndex.build(responses)
     was_training = module.training
     module.eval()
     per_view = []
-    try:
-        for view in views:
-            prefixes = [s.prompts.view(tasks[g], view, template) for g in groups]
-            hidden = _teacher_hidden(s, module, prefixes, responses)
-            if kind is TeacherPass.DISTRIBUTION:
-                return TeacherOutput(kind, hidden=hidden, head_weight=weight, head_bias=bias)
-            logp, _ = algo.token_logprobs_from_hidden(
-                hidden,
-                weight,
-                sub.targets.to(hidden.device),
-                bias,
-                s.settings.teacher_temperature,
-                cfg.run.logprob_chunk_tokens,
-                return_entropy=False,
-            )
-            out = torch.zeros(index.mask.shape)
-            scored = sub.scatter(logp.float().cpu())
-            out[torch.tensor(rows, dtype=torch.long), : scored.shape[1]] = scored
-            per_view.append(out)
-    finally:
-        module.train(was_training)
+    with s.full_parameters():
+        # the teacher's own head: a frozen teacher's logits must not use the live student's
+        weight, bias = output_head(module)
+        try:
+            for view in views:
+                prefixes = [s.prompts.view(tasks[g], view, template) for g in groups]
+                hidden = _teacher_hidden(s, module, prefixes, responses)
+                if kind is TeacherPass.DISTRIBUTION:
+                    return TeacherOutput(kind, hidden=hidden, head_weight=weight, head_bias=bias)
+                logp, _ = algo.token_logprobs_from_hidden(
+                    hidden,
+                    weight,
+                    sub.targets.to(hidden.device),
+                    bias,
+                    s.settings.teacher_temperature,
+                    cfg.run.logprob_chunk_tokens,
+                    return_entropy=False,
+                )
+                out = torch.zeros(index.mask.shape)
+                scored = sub.scatter(logp.float().cpu())
+                out[torch.tensor(rows, dtype=torch.long), : scored.shape[1]] = scored
+                per_view.append(out)
+        finally:
+            module.train(was_training)
     return _token_logprob_output(kind, per_view)
 
 
@@ -357,8 +372,7 @@ def update_phase(
     responses = rollout.response_ids
     global_tokens = max(1, int(s.acc.reduce(torch.tensor(index.num_tokens), "sum").item()))
     global_seqs = cfg.rollout.prompts_per_step * G
-    weight, bias = output_head(model)
-    device = weight.device
+    device = s.acc.device
 
     model.train()
     s.optimizer.zero_grad(set_to_none=True)
@@ -367,20 +381,19 @@ def update_phase(
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     token_offset = 0
+    logprob_diff_max = 0.0
     # Micro-batches hold whole groups, so a group's prompt is encoded once (shared prefix).
     mb = max(1, cfg.run.micro_batch_sequences // G) * G
+    batches = []
     for start in range(0, len(responses), mb):
         rows = list(range(start, min(len(responses), start + mb)))
-        sub_resp = [responses[i] for i in rows]
-        sub = ResponseIndex.build(sub_resp)
-        if sub.num_tokens == 0:
-            continue
+        sub = ResponseIndex.build([responses[i] for i in rows])
+        if sub.num_tokens:
+            batches.append((start, rows, sub))
+    if not batches:  # no tokens on this rank: still take part in the gradient reduction
+        dist.backward(s.acc, s.prepared(dist.touch_all))
+    for k, (start, rows, sub) in enumerate(batches):
         mask = sub.mask.to(device)
-        if cfg.run.shared_prefix:
-            groups = group_prompts[start // G : (start + len(rows)) // G]
-            hidden = hidden_shared_prefix(model, groups, sub_resp, G, s.pad_id)
-        else:
-            hidden = hidden_plain(model, [prompts[i] for i in rows], sub_resp, s.pad_id)
         adv = advantages[rows].to(device)
         tokens = slice(token_offset, token_offset + sub.num_tokens)
         teacher = (
@@ -388,24 +401,30 @@ def update_phase(
             if teacher_out is not None
             else None
         )
-        out = s.method.loss(
-            LossInputs(
-                hidden=hidden,
-                weight=weight,
-                bias=bias,
-                targets=sub.targets.to(device),
-                rows=sub.rows,
-                cols=sub.cols,
-                mask=mask,
-                advantages=adv,
-                teacher=teacher,
-                lam=lam,
-                settings=s.settings,
-                norm_tokens=global_tokens,
-                norm_seqs=global_seqs,
-                norm_len=cfg.rollout.sampling.max_new_tokens,
-            )
+        compute = partial(
+            _micro_batch_loss,
+            s=s,
+            prompts=(
+                group_prompts[start // G : (start + len(rows)) // G]
+                if cfg.run.shared_prefix
+                else [prompts[i] for i in rows]
+            ),
+            responses=[responses[i] for i in rows],
+            sub=sub,
+            inputs={
+                "mask": mask,
+                "advantages": adv,
+                "teacher": teacher,
+                "lam": lam,
+                "norm_tokens": global_tokens,
+                "norm_seqs": global_seqs,
+            },
         )
+        # gradients are reduced across ranks once, in the last micro-batch's backward
+        last = k == len(batches) - 1
+        with nullcontext() if last else s.acc.no_sync(s.prepared):
+            out = s.prepared(compute)
+            dist.backward(s.acc, out.loss)
         if out.token_advantages is not None:
             for j, row in enumerate(rows):
                 if len(credit_rows) < capture_credit and float(adv[j]) != 0.0:
@@ -413,14 +432,21 @@ def update_phase(
                     credit_rows.append((row, out.token_advantages[j, :n].detach().float().tolist()))
         for stats, w in out.stats:
             _accumulate(sums, weights, stats, w)
-        out.loss.backward()
+        if rollout.logprobs is not None and out.logprobs is not None:
+            diff_sum, diff_max = _logprob_diff(out.logprobs, [rollout.logprobs[i] for i in rows])
+            _accumulate(
+                sums,
+                weights,
+                {"rollout/logprob_diff_mean": diff_sum / sub.num_tokens},
+                float(sub.num_tokens),
+            )
+            logprob_diff_max = max(logprob_diff_max, diff_max)
         total_loss += float(out.loss.detach())
         entropy_sum += float(out.entropy.detach().sum())
         token_offset += sub.num_tokens
 
-    _sum_gradients_across_ranks(s)
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+    params = [p for p in s.prepared.parameters() if p.requires_grad]
+    grad_norm = dist.clip_grad_norm(s.acc, params, cfg.optim.grad_clip)
     skipped = not math.isfinite(grad_norm)
     if skipped:
         # A non-finite gradient would poison the weights and AdamW's moments for good: drop this
@@ -433,6 +459,8 @@ def update_phase(
         warnings.simplefilter("ignore", UserWarning)
         s.scheduler.step()
     _accumulate(sums, weights, {"actor/skipped_step": float(skipped)}, 1.0)
+    if rollout.logprobs is not None:
+        _accumulate(sums, weights, {"rollout/logprob_diff_max": logprob_diff_max}, 1.0)
     return UpdateStats(
         total_loss, grad_norm, sums, weights, entropy_sum, index.num_tokens, credit_rows
     )
@@ -479,27 +507,55 @@ def write_credit_samples(
         fh.write("\n".join(lines) + "\n")
 
 
+def _logprob_diff(recomputed: torch.Tensor, sampled: list[list[float]]) -> tuple[float, float]:
+    """(sum, max) over tokens of |engine log-prob - recomputed log-prob|: how far the sampling
+    engine's policy is from the one being updated (0 when on-policy, up to numerics)."""
+    total, worst = 0.0, 0.0
+    for j, lp in enumerate(sampled):
+        if not lp:
+            continue
+        d = (recomputed[j, : len(lp)].float().cpu() - torch.tensor(lp)).abs()
+        total += float(d.sum())
+        worst = max(worst, float(d.max()))
+    return total, worst
+
+
 def _accumulate(sums: dict, weights: dict, stats: dict[str, float], weight: float) -> None:
     for k, v in stats.items():
         sums[k] = sums.get(k, 0.0) + float(v) * weight
         weights[k] = weights.get(k, 0.0) + weight
 
 
-def _sum_gradients_across_ranks(s: Session) -> None:
-    """Losses are normalised by global counts, so the global gradient is the sum over ranks."""
-    if s.acc.num_processes == 1:
-        return
-    params = [p for p in s.model.parameters() if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    flat = s.acc.reduce(flat, "sum")
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p))
-        offset += n
+def _micro_batch_loss(
+    policy: torch.nn.Module,
+    *,
+    s: Session,
+    prompts: list[Any],
+    responses: list[list[int]],
+    sub: ResponseIndex,
+    inputs: dict[str, Any],
+) -> Any:
+    """One micro-batch's method loss, run inside the prepared module's forward
+    (:class:`~rlsd.train.distributed.PolicyLoss`): hidden states, output head, method."""
+    cfg = s.cfg
+    if cfg.run.shared_prefix:
+        hidden = hidden_shared_prefix(policy, prompts, responses, cfg.rollout.group_size, s.pad_id)
+    else:
+        hidden = hidden_plain(policy, prompts, responses, s.pad_id)
+    weight, bias = output_head(policy)
+    return s.method.loss(
+        LossInputs(
+            hidden=hidden,
+            weight=weight,
+            bias=bias,
+            targets=sub.targets.to(hidden.device),
+            rows=sub.rows,
+            cols=sub.cols,
+            settings=s.settings,
+            norm_len=cfg.rollout.sampling.max_new_tokens,
+            **inputs,
+        )
+    )
 
 
 def step_metrics(
@@ -652,8 +708,14 @@ def setup(
     the ingest stage); None = the one ``cfg.task`` names (or its generator)."""
     method = algo.get_method(cfg.algo.name)
     check_teacher_config(method, cfg.teacher)  # before any model is loaded
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = dist.make_accelerator()
     _check_config(cfg, acc.num_processes)
+    dist.check_sharding(
+        acc,
+        frozen_teacher=bool(cfg.teacher.sync_interval) and not cfg.teacher.model,
+        distribution_teacher=method.teacher is TeacherPass.DISTRIBUTION,
+        engine=cfg.rollout.engine,
+    )
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     if cfg.run.reuse_freed_memory:
@@ -712,7 +774,17 @@ def setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0
     )
-    teacher = build_teacher(method, cfg, policy)
+    teacher = build_teacher(method, cfg, policy)  # a frozen copy is taken of whole weights
+    from rlsd.models.vlm import LoadedVLM
+
+    if isinstance(policy, LoadedVLM) and dist.is_fsdp(acc):
+        raise dist.ShardingError("vision-language policies train with DDP here, not FSDP")
+    # The scheduler is not prepared: accelerate's wrapper steps it once per process per step.
+    prepared, optimizer = acc.prepare(dist.PolicyLoss(policy.model), optimizer)
+    acc.register_for_checkpointing(scheduler)
+    if teacher is not None and teacher.frozen is not None:
+        acc.register_for_checkpointing(teacher.frozen)
+    unwrapped_weights_hooks(acc)
     session = Session(
         cfg,
         acc,
@@ -727,11 +799,13 @@ def setup(
         prompts=PromptEncoder(policy, run_tasks.image_stores),
         method=method,
         settings=method_settings(cfg),
+        prepared=prepared,
     )
     session.extra["dataset_digest"] = run_tasks.lineage.get("digest")
     if resumed is not None:
         state = apply_checkpoint(
             resumed,
+            acc,
             policy.model,
             optimizer,
             scheduler,
@@ -754,16 +828,8 @@ def run_eval(s: Session) -> EvalResult:
     tasks = eval_subset(s.heldout_tasks, cfg.eval.num_tasks)
     world, rank = s.acc.num_processes, s.acc.process_index
     mine = tasks[rank::world]
-    res = evaluate(
-        s.model,
-        s.policy.tokenizer,
-        mine,
-        cfg.eval.max_new_tokens,
-        cfg.rollout.max_batch_sequences,
-        cfg.rollout.sampling.stop_regex,
-        cfg.task.verifier,
-        prompts=s.prompts,
-    )
+    with s.full_parameters():
+        res = _evaluate(s, mine)
     if world == 1:
         return res
     from accelerate.utils import gather_object
@@ -773,6 +839,20 @@ def run_eval(s: Session) -> EvalResult:
     correct = sum(r["passed"] for r in rows)
     return EvalResult(
         correct / max(len(rows), 1), len(rows), correct, sum(lengths) / max(len(rows), 1), rows
+    )
+
+
+def _evaluate(s: Session, mine: list[Task]) -> EvalResult:
+    cfg = s.cfg
+    return evaluate(
+        s.model,
+        s.policy.tokenizer,
+        mine,
+        cfg.eval.max_new_tokens,
+        cfg.rollout.max_batch_sequences,
+        cfg.rollout.sampling.stop_regex,
+        cfg.task.verifier,
+        prompts=s.prompts,
     )
 
 
@@ -850,24 +930,16 @@ def _checkpoint(s: Session, done: int) -> None:
         "dataset_digest": s.extra.get("dataset_digest"),
     }
     save_checkpoint(
-        s.output_dir / "checkpoints",
-        done,
-        s.model,
-        s.optimizer,
-        s.scheduler,
-        state,
-        teacher=s.teacher.frozen if s.teacher is not None else None,
-        rank=s.acc.process_index,
-        is_main=s.acc.is_main_process,
-        keep=s.cfg.run.keep_checkpoints,
-        barrier=s.acc.wait_for_everyone,
+        s.output_dir / "checkpoints", done, s.acc, state, keep=s.cfg.run.keep_checkpoints
     )
 
 
 def _save_final(s: Session) -> Path | None:
     final = s.output_dir / "final"
+    # gathered from the shards under FSDP; the model's own (unwrapped) weights otherwise
+    state = dist.full_policy_state(s.acc, s.prepared) if dist.is_fsdp(s.acc) else None
     if s.acc.is_main_process:
-        s.model.save_pretrained(final)
+        s.model.save_pretrained(final, state_dict=state)
         s.policy.tokenizer.save_pretrained(final)
     s.acc.wait_for_everyone()
     return final

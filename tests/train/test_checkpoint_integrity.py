@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
+from safetensors.torch import save_file
 from torch import nn
 
 from rlsd.context.snapshot import (
@@ -31,6 +33,7 @@ from rlsd.train.checkpoint import (
     load_checkpoint,
     resume_checkpoint,
     save_checkpoint,
+    unwrapped_weights_hooks,
 )
 from rlsd.train.trainer import ResumeError, train
 from tests.conftest import tiny_config
@@ -38,12 +41,24 @@ from tests.conftest import tiny_config
 TIMING = ("time/", "perf/")
 
 
-def _parts(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:  # fmt: skip
+ACC_FILES = ["accelerate/model.safetensors", "accelerate/optimizer.bin",
+             "accelerate/random_states_0.pkl", "accelerate/custom_checkpoint_0.pkl"]  # fmt: skip
+
+
+def _parts(seed: int = 0, teacher: nn.Module | None = None):
+    """A run's parts as the trainer prepares them: model and optimizer through accelerate,
+    the scheduler (and a frozen teacher) registered for its checkpoints."""
     torch.manual_seed(seed)
+    acc = Accelerator(cpu=True)
     model = nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0)
-    return model, opt, sched
+    model, opt = acc.prepare(model, opt)
+    acc.register_for_checkpointing(sched)
+    if teacher is not None:
+        acc.register_for_checkpointing(teacher)
+    unwrapped_weights_hooks(acc)
+    return acc, model, opt, sched
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -53,11 +68,27 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
 
 
 def _save_steps(root: Path, steps: list[int], keep: int = 2) -> nn.Module:
-    model, opt, sched = _parts()
+    acc, model, opt, sched = _parts()
     for s in steps:
         _step(model, opt)
-        save_checkpoint(root, s, model, opt, sched, {"data_position": s}, keep=keep)
+        save_checkpoint(root, s, acc, {"data_position": s}, keep=keep)
     return model
+
+
+def _legacy_checkpoint(path: Path, model: nn.Module, opt, sched, files: bool = True) -> None:
+    """A checkpoint as rlsd wrote it before accelerate's state (tensors beside the state)."""
+    path.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))  # fmt: skip
+    torch.save(opt.state_dict(), path / "optimizer.pt")
+    torch.save(sched.state_dict(), path / "scheduler.pt")
+    torch.save({"python": __import__("random").getstate(), "numpy": __import__("numpy").random.get_state(),
+                "torch": torch.get_rng_state(), "cuda": None}, path / "rng-rank0.pt")  # fmt: skip
+    record = {p.name: {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+              for p in sorted(path.iterdir())}  # fmt: skip
+    state = {"step": int(path.name.split("-")[1]), "data_position": 7}
+    if files:
+        state["files"] = record
+    (path / STATE).write_text(json.dumps(state))
 
 
 def _truncate(path: Path) -> None:
@@ -81,15 +112,14 @@ def test_files_and_folders_are_fsynced_before_the_rename(tmp_path: Path, monkeyp
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
     root = tmp_path / "ckpt"
-    model, opt, sched = _parts()
-    final = save_checkpoint(root, 3, model, opt, sched, {}, teacher=model)
+    acc, *_ = _parts(teacher=nn.Linear(4, 3))
+    final = save_checkpoint(root, 3, acc, {})
     tmp = root / ".tmp-step-000003"
     (moved,) = [i for i, e in enumerate(events) if e == ("rename", f"{tmp} -> {final}")]
     before = {p for kind, p in events[:moved] if kind == "fsync"}
-    files = {str(tmp / p.name) for p in final.iterdir()}
-    assert files == {str(tmp / n) for n in ["model.safetensors", "optimizer.pt", "scheduler.pt",
-                     "teacher.safetensors", "rng-rank0.pt", STATE]}  # fmt: skip
-    assert files | {str(tmp)} <= before, sorted(files - before)
+    files = {str(tmp / p.relative_to(final)) for p in final.rglob("*") if p.is_file()}
+    assert files == {str(tmp / n) for n in [*ACC_FILES, "accelerate/custom_checkpoint_1.pkl", STATE]}  # fmt: skip
+    assert files | {str(tmp), str(tmp / "accelerate")} <= before, sorted(files - before)
     assert ("fsync", str(root)) in events[moved:]
 
 
@@ -98,7 +128,8 @@ def test_the_state_records_every_file_and_old_checkpoints_go(tmp_path: Path) -> 
     _save_steps(root, [1, 2, 3])
     assert [p.name for p in list_checkpoints(root)] == ["step-000002", "step-000003"]
     state = json.loads((root / "step-000003" / STATE).read_text())
-    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng-rank0.pt"):
+    assert sorted(state["files"]) == sorted(ACC_FILES)
+    for name in ACC_FILES:
         f = root / "step-000003" / name
         assert state["files"][name] == {
             "bytes": f.stat().st_size,
@@ -113,17 +144,17 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(
 ) -> None:
     root = tmp_path / "ckpt"
     _save_steps(root, [1, 2])
-    expected, opt, sched = _parts()
-    load_checkpoint(root / "step-000001", expected, opt, sched)
+    acc, expected, opt, sched = _parts()
+    load_checkpoint(root / "step-000001", acc, expected, opt, sched)
     latest = root / "step-000002"
     if damage == "truncated":
-        _truncate(latest / "model.safetensors")
+        _truncate(latest / "accelerate/model.safetensors")
     elif damage == "bit-flip":
-        data = bytearray((latest / "optimizer.pt").read_bytes())
+        data = bytearray((latest / "accelerate/optimizer.bin").read_bytes())
         data[-100] ^= 1
-        (latest / "optimizer.pt").write_bytes(bytes(data))
+        (latest / "accelerate/optimizer.bin").write_bytes(bytes(data))
     elif damage == "missing-file":
-        (latest / "scheduler.pt").unlink()
+        (latest / "accelerate/custom_checkpoint_0.pkl").unlink()
     elif damage == "no-state":
         (latest / STATE).unlink()
     else:
@@ -133,8 +164,9 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(
         got = resume_checkpoint(root)
     assert got is not None and got.path == root / "step-000001" and got.step == 1
     assert any(str(latest) in r.getMessage() for r in caplog.records), caplog.text
-    model, opt, sched = _parts(seed=1)
-    ck.apply_checkpoint(got, model, opt, sched)
+    acc, model, opt, sched = _parts(seed=1)
+    assert not torch.equal(model.weight, expected.weight)
+    ck.apply_checkpoint(got, acc, model, opt, sched)
     assert torch.equal(model.weight, expected.weight)
     with pytest.raises(CheckpointError, match=str(latest)):
         load_checkpoint(latest, *_parts())
@@ -145,14 +177,15 @@ def test_partial_folders_of_a_crash_are_never_taken(tmp_path: Path) -> None:
     _save_steps(root, [1, 2])
     # a crash mid-write (temporary folder), mid-delete (trash) and a stray step folder
     (root / ".tmp-step-000003").mkdir()
-    (root / ".tmp-step-000003" / "model.safetensors").write_bytes(b"\0" * 10)
+    (root / ".tmp-step-000003" / "accelerate").mkdir()
+    (root / ".tmp-step-000003" / "accelerate" / "model.safetensors").write_bytes(b"\0" * 10)
     (root / ".trash-step-000000").mkdir()
     (root / "step-000004").mkdir()
     (root / "step-notanumber").mkdir()
     got = resume_checkpoint(root)
     assert got is not None and got.path.name == "step-000002"
-    model, opt, sched = _parts()
-    save_checkpoint(root, 3, model, opt, sched, {}, keep=3)
+    acc, *_ = _parts()
+    save_checkpoint(root, 3, acc, {}, keep=3)
     assert not (root / ".trash-step-000000").exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
 
@@ -172,24 +205,38 @@ def test_no_usable_checkpoint_is_an_error_and_none_at_all_is_a_fresh_start(
     assert resume_checkpoint(root) is None
     _save_steps(root, [1, 2])
     for p in list_checkpoints(root):
-        _truncate(p / "model.safetensors")
+        _truncate(p / "accelerate/model.safetensors")
     with pytest.raises(CheckpointError, match=r"no usable checkpoint among \['step-000001', 'step-000002'\]") as err:  # fmt: skip
         resume_checkpoint(root)
-    assert "step-000001/model.safetensors has" in str(err.value)
+    assert "step-000001/accelerate/model.safetensors has" in str(err.value)
+
+
+def test_a_checkpoint_of_the_earlier_layout_still_resumes(tmp_path: Path) -> None:
+    # Runs started before checkpoints were accelerate's state resume rather than restart.
+    root = tmp_path / "ckpt"
+    acc, model, opt, sched = _parts()
+    _step(model, opt)
+    _legacy_checkpoint(root / "step-000001", model, opt, sched)
+    got = resume_checkpoint(root)
+    assert got is not None and got.step == 1 and got.legacy is not None
+    acc2, fresh, opt2, sched2 = _parts(seed=1)
+    assert ck.apply_checkpoint(got, acc2, fresh, opt2, sched2)["data_position"] == 7
+    assert torch.equal(fresh.weight, model.weight)
+    assert opt2.state_dict()["state"][0]["step"] == 1
 
 
 def test_a_checkpoint_written_before_sizes_were_recorded_still_loads(tmp_path: Path) -> None:
     root = tmp_path / "ckpt"
-    saved = _save_steps(root, [1, 2])
-    for p in list_checkpoints(root):
-        state = json.loads((p / STATE).read_text())
-        del state["files"]
-        (p / STATE).write_text(json.dumps(state))
+    acc, model, opt, sched = _parts()
+    _step(model, opt)
+    _legacy_checkpoint(root / "step-000001", model, opt, sched, files=False)
+    step1 = model.weight.detach().clone()
+    _step(model, opt)
+    _legacy_checkpoint(root / "step-000002", model, opt, sched, files=False)
     _truncate(root / "step-000002" / "optimizer.pt")  # unreadable: found when read
     got = resume_checkpoint(root)
     assert got is not None and got.step == 1
-    got = ck.read_checkpoint(root / "step-000001")
-    assert not torch.equal(got.model["weight"], saved.weight)  # step 1's, not step 2's
+    assert torch.equal(got.legacy.model["weight"], step1)  # step 1's, not step 2's
 
 
 # --- through the trainer ---------------------------------------------------------------------
@@ -217,7 +264,7 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_and_matches_a_str
     train(tiny_config(tiny_model_dir, broken, **over, **{"run.steps": 3}), show_progress=False)
     ckpts = broken / "checkpoints"
     assert [p.name for p in list_checkpoints(ckpts)] == ["step-000002", "step-000003"]
-    _truncate(ckpts / "step-000003" / "model.safetensors")
+    _truncate(ckpts / "step-000003" / "accelerate" / "model.safetensors")
     with caplog.at_level(logging.WARNING, logger="rlsd.train"):
         train(
             tiny_config(tiny_model_dir, broken, **over, **{"run.steps": 4}),
@@ -236,9 +283,11 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_and_matches_a_str
 def test_resume_with_every_checkpoint_damaged_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:  # fmt: skip
     over = {"run.steps": 1, "eval.num_tasks": 0, "algo.name": "grpo"}
     train(tiny_config(tiny_model_dir, tmp_path / "run", **over), show_progress=False)
-    _truncate(tmp_path / "run" / "checkpoints" / "step-000001" / "optimizer.pt")
+    _truncate(tmp_path / "run" / "checkpoints" / "step-000001" / "accelerate" / "optimizer.bin")
     cfg = tiny_config(tiny_model_dir, tmp_path / "run", **{**over, "run.steps": 2})
-    with pytest.raises(ResumeError, match="no usable checkpoint.*\n.*step-000001/optimizer.pt"):
+    with pytest.raises(
+        ResumeError, match="no usable checkpoint.*\n.*step-000001/accelerate/optimizer.bin"
+    ):
         train(cfg, resume=True, show_progress=False)
 
 
