@@ -218,3 +218,33 @@ def test_gpu_accelerate_check_runs_tiny_on_cpu(tmp_path):
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "step 1: actor/loss +0" in again.stdout, again.stdout
+
+
+@pytest.mark.vllm
+def test_rollout_engines_benchmark_runs_on_a_tiny_model(tmp_path):
+    """benchmarks/rollout_engines.py (vLLM beside the HF engines): the vLLM lane only."""
+    pytest.importorskip("vllm")
+    from rlsd.models.tiny import make_tiny_model
+
+    # head size 32: one that vLLM's CPU attention takes (see tests/rollout/conftest.py)
+    model = make_tiny_model(tmp_path / "tiny", hidden_size=64, num_heads=2, num_kv_heads=1)
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "rollout_engines.py"),
+        "--reps",
+        "1",
+        "--model",
+        str(model),
+        "--kv-cache-gib",
+        "0.25",
+        "--set",
+        "rollout.prompts_per_step=2",
+        "--set",
+        "rollout.group_size=2",
+        "--set",
+        "rollout.sampling.max_new_tokens=4",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), COLUMNS="200")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rollout batch time" in out.stdout and "tokens / s" in out.stdout

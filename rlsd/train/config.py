@@ -160,7 +160,10 @@ class TeacherConfig(_Strict):
 
 class RolloutConfig(_Strict):
     engine: Literal["hf", "vllm"] = Field(
-        "hf", description="hf: sampling from the live transformers module; vllm: GPU."
+        "hf",
+        description="hf: sampling from the live transformers module; vllm: vLLM in this "
+        "process, weights synced after each step (needs vllm: on CPU `make setup-vllm`, "
+        "on CUDA rlsd[gpu]; single process, text models, no LoRA).",
     )
     decode: Literal["loop", "generate"] = Field(
         "loop",
