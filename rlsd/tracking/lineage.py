@@ -23,6 +23,13 @@ from rlsd.gate.policy import PromotionPolicy
 from rlsd.gate.verification import GateRecords, Verification, verify_records
 from rlsd.tables import md_table
 from rlsd.tracking import conventions as C
+from rlsd.tracking.logged_model import (
+    KIND_LEGACY,
+    KIND_LOGGED,
+    LEGACY_NOTE,
+    VersionModel,
+    describe_version_model,
+)
 from rlsd.uris import mask_uri, mask_uri_in
 
 
@@ -46,6 +53,7 @@ class Lineage:
     packages: dict[str, str] | None = None
     verification: Verification | None = None
     trust_source: str = ""
+    model: VersionModel | None = None  # the logged model, or a legacy artifact folder
 
 
 @dataclass
@@ -182,6 +190,7 @@ def collect_lineage(ref: str, trust: Trust | None = None) -> Lineage:
     aliases = [a for a in (client.get_registered_model(name).aliases or {})
                if str(client.get_registered_model(name).aliases[a]) == str(mv.version)]  # fmt: skip
     lin = Lineage(name, str(mv.version), sorted(aliases), tags, mv.source, _run_view(parent))
+    lin.model = describe_version_model(client, mv)
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`{C.PIPELINE_RUN}` = '{parent_id}'",
@@ -236,7 +245,7 @@ def render_markdown(lin: Lineage) -> str:
             ["field", "value"],
             [
                 ["aliases", ", ".join(lin.aliases) or "—"],
-                ["weights", mask_uri(lin.source)],
+                *_model_rows(lin),
                 ["candidate arm", t.get(C.CANDIDATE_ARM, "—")],
                 ["pipeline run (MLflow)", p["run_id"]],
                 [
@@ -368,6 +377,40 @@ def render_markdown(lin: Lineage) -> str:
             md_table(["package", "version"], [[k, v] for k, v in sorted(lin.packages.items())])
         )
     return "\n".join(out)
+
+
+def _model_rows(lin: Lineage) -> list[list[str]]:
+    """What the version is: its logged model (id, URI, flavor, how to load and serve it) or a
+    legacy artifact folder, which MLflow cannot load."""
+    m = lin.model
+    if m is None:
+        return [["weights", mask_uri(lin.source)]]
+    ref = f"models:/{lin.name}/{lin.version}"
+    if m.kind == KIND_LEGACY:
+        return [
+            ["model", LEGACY_NOTE],
+            ["weights", mask_uri(m.source)],
+        ]  # fmt: skip
+    rows = []
+    if m.kind == KIND_LOGGED:
+        rows.append(["model", f"logged model `{m.model_id}` (`{m.model_uri}`), "
+                              f"{m.flavor or 'unknown flavor'}, logged in run "
+                              f"{m.source_run_id or '—'}"])  # fmt: skip
+    else:
+        rows.append(["model", f"MLflow model folder of run {m.source_run_id or '—'}, "
+                              f"{m.flavor or 'unknown flavor'}"])  # fmt: skip
+    if m.pyfunc:
+        rows.append(["load / serve", f"`mlflow.pyfunc.load_model(\"{ref}\")`; "
+                                     f"`mlflow models serve -m {ref} --env-manager local`"])  # fmt: skip
+    else:
+        rows.append(["load / serve", "no pyfunc flavor: `mlflow.pyfunc.load_model` cannot load it"])
+    rows.append(["weights", mask_uri(m.artifact_location or m.source)])
+    linked = [x for x in m.metrics if x["dataset_name"]]
+    if linked:
+        rows.append(["model metrics", "; ".join(
+            f"{x['key']} {x['value']:.3f} on dataset `{x['dataset_name']}` "
+            f"(digest `{x['dataset_digest']}`)" for x in linked)])  # fmt: skip
+    return rows
 
 
 def _verification_section(lin: Lineage) -> list[str]:

@@ -214,6 +214,17 @@ def record_evaluation(parent_run_id: str, out: EvalOutcome, model_path: str) -> 
     return out.model_copy(update={"run_id": run_id})
 
 
+def heldout_metrics(evidence: GateEvidence) -> dict[str, float]:
+    """The candidate's held-out scores the gate judged (mean, and per domain), as the logged
+    model's metrics: ``heldout_accuracy`` and ``heldout_accuracy.<domain>``."""
+    scores, domains = evidence.candidate.scores(), evidence.candidate.domains()
+    out = {evidence.metric: sum(scores.values()) / len(scores)}
+    for d in sorted({d for d in domains.values() if d}):
+        per = [s for k, s in scores.items() if domains[k] == d]
+        out[f"{evidence.metric}.{d}"] = sum(per) / len(per)
+    return out
+
+
 def record_gate(
     parent_run_id: str,
     registered_model: str,
@@ -237,7 +248,7 @@ def record_gate(
     with stage_run(parent_run_id, "promotion_gate") as run:
         mv = register_candidate(
             registered_model, parent_run_id, candidate.arm, candidate.run_id,
-            candidate.final_model_dir, dataset_digest,
+            candidate.final_model_dir, dataset_digest, heldout_metrics(evidence),
         )  # fmt: skip
         mlflow.log_text(decision.to_json(), f"{C.GATE_DIR}/decision.json")
         mlflow.log_text(decision.to_markdown(), f"{C.GATE_DIR}/decision.md")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -34,13 +33,11 @@ def champion_version(registered_model: str) -> Any | None:
 
 
 def download_version(version: Any, dest: Path) -> str:
-    """A model version's files in a fresh ``dest``; returns the local path."""
-    import mlflow
+    """A model version's Hugging Face folder (weights, tokenizer, processor) in a fresh
+    ``dest``; returns its path. A logged MLflow model or a legacy artifact folder alike."""
+    from rlsd.tracking.logged_model import download_hf_model
 
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    return mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest))
+    return download_hf_model(version, dest)
 
 
 def register_candidate(
@@ -50,34 +47,44 @@ def register_candidate(
     train_run_id: str,
     model_dir: str | None,
     dataset_digest: str,
+    metrics: dict[str, float] | None = None,
 ) -> Any:
-    """Log the candidate's weights on its training run and register them as a new version."""
+    """Log the candidate as an MLflow model in its training run (transformers flavor, task
+    ``llm/v1/chat``; a vision-language policy as a pyfunc: :mod:`rlsd.tracking.logged_model`)
+    and register that logged model as a new version. ``metrics`` (its held-out scores) go on
+    the logged model, linked to the run's training dataset."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from rlsd.tracking.logged_model import link_version, log_model_metrics, log_policy_model
 
     client = MlflowClient()
     if model_dir is None:
         raise ValueError(f"arm {arm!r} (run {train_run_id}) saved no final model")
-    client.log_artifacts(train_run_id, model_dir, C.MODEL_DIR)
+    tags = {
+        C.PIPELINE_RUN: pipeline_run_id,
+        C.TRAIN_RUN: train_run_id,
+        C.CANDIDATE_ARM: arm,
+        C.DATASET_DIGEST: dataset_digest,
+    }
+    description = f"{arm} arm of pipeline run {pipeline_run_id}"
+    info = log_policy_model(model_dir, train_run_id, tags=tags, description=description)
+    log_model_metrics(info.model_id, client.get_run(train_run_id), metrics or {})
     with contextlib.suppress(MlflowException):  # it exists
         client.create_registered_model(
             registered_model,
             description="Policies retrained by the rlsd pipeline (RLSD beside a GRPO control).",
         )
-    source = f"{client.get_run(train_run_id).info.artifact_uri}/{C.MODEL_DIR}"
-    return client.create_model_version(
+    mv = client.create_model_version(
         registered_model,
-        source,
+        info.model_uri,  # models:/<model id>: the version's source is the logged model
         run_id=train_run_id,
-        tags={
-            C.PIPELINE_RUN: pipeline_run_id,
-            C.TRAIN_RUN: train_run_id,
-            C.CANDIDATE_ARM: arm,
-            C.DATASET_DIGEST: dataset_digest,
-            C.GATE_DECISION: "pending",
-        },
-        description=f"{arm} arm of pipeline run {pipeline_run_id}",
+        tags={**tags, C.GATE_DECISION: "pending"},
+        description=description,
+        model_id=info.model_id,
     )
+    link_version(info.model_id, registered_model, str(mv.version))
+    return mv
 
 
 def tag_version(registered_model: str, version: str, tags: dict[str, str]) -> None:

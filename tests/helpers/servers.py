@@ -9,6 +9,8 @@ For end-to-end tests that must talk to the same kind of servers the pipeline use
   and analytics off. The UI stays on (``.ui_url``).
 * :class:`MlflowServer` creates an ``mlflow`` database and runs ``mlflow server`` with that
   backend store, proxied artifact serving into ``<root>/artifacts`` and one uvicorn worker.
+* :class:`ModelServer` runs ``mlflow models serve`` on a registered model (no database of its
+  own: it reads the registry of the tracking URI it is given).
 
 Each server runs in its own session (process group) with stdout and stderr in a log file;
 ``stop()`` sends SIGTERM to the whole group, then SIGKILL after a timeout, is idempotent and is
@@ -122,6 +124,25 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are still running (zombies excluded: an orphan is
+    reaped by whoever adopts it, whenever that is). Linux reads /proc; elsewhere any member."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    out = []
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+                out.append(int(stat.parent.name))
+    return out
 
 
 class _ServerProcess:
@@ -455,6 +476,75 @@ class MlflowServer(_ServerProcess):
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
         }
+
+
+class ModelServer(_ServerProcess):
+    """``mlflow models serve -m MODEL_URI --env-manager local`` (MLflow's scoring server under
+    uvicorn) reading the registry at ``tracking_uri``; ready when ``/ping`` answers 200.
+
+    The venv's ``bin`` goes first on ``PATH``: the CLI starts ``uvicorn`` by name.
+    """
+
+    name = "model"
+    start_timeout_s = 180.0
+
+    def __init__(self, model_uri: str, tracking_uri: str, log_file: Path) -> None:
+        super().__init__(log_file)
+        self.model_uri = model_uri
+        self.tracking_uri = tracking_uri
+
+    def _command(self, port: int) -> list[str]:
+        return [
+            str(_venv_executable("mlflow")), "models", "serve", "-m", self.model_uri,
+            "--env-manager", "local", "-h", HOST, "-p", str(port),
+        ]  # fmt: skip
+
+    def _server_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(NO_TELEMETRY_ENV)
+        env.update(
+            {
+                "MLFLOW_TRACKING_URI": self.tracking_uri,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "OMP_NUM_THREADS": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _ready(self) -> bool:
+        status, _ = http_get(f"{self.base_url}/ping", timeout=3)
+        return status == 200
+
+    def stop(self) -> None:
+        """SIGTERM the group and wait until every process in it has exited, then the base
+        class's stop. The CLI exits at once on SIGTERM; uvicorn, its child, needs a moment to
+        shut down, and the base class would SIGKILL it as soon as the CLI is gone."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_timeout_s
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader
+                if not _live_group_members(proc.pid):
+                    break
+                time.sleep(0.1)
+        super().stop()
+
+    def invoke(self, payload: dict, timeout: float = 120.0) -> tuple[int, object]:
+        """POST ``payload`` to ``/invocations``: the status and the decoded JSON answer."""
+        req = urllib.request.Request(
+            f"{self.base_url}/invocations", data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
 
 
 @dataclass

@@ -5,9 +5,10 @@ holds its privileged text, a privileged column of invalid UTF-8 (a privileged ca
 address and a card number inside), an e-mail address as a task id, one in a metadata column and
 a card number in the provenance column. The flow runs for real (Prefect's local API, MLflow on
 SQLite, the tiny model, two steps); then every MLflow artifact, param, tag and dataset input of
-every run, every registered version's tags, and every Prefect log, artifact and flow / task run
-state of the Prefect database are read back through the clients -- and the files the two
-services wrote, byte for byte -- and no canary may be found. The hostile rows must be there as
+every run, every registered version's tags, every logged model's params, tags and files, and
+every Prefect log, artifact and flow / task run state of the Prefect database are read back
+through the clients -- and the files the two services wrote, byte for byte -- and no canary
+may be found. The hostile rows must be there as
 what they are: five quarantined rows, counted and named by reason.
 """
 
@@ -250,6 +251,23 @@ def test_no_canary_in_any_mlflow_artifact_param_or_tag(hostile_run: dict) -> Non
     for v in versions:
         if hit := _found(json.dumps(v.tags) + (v.description or "")):
             leaks[f"model version {v.version}"] = hit
+    # the registered candidates are logged MLflow models, stored beside the runs, not in them
+    import mlflow
+
+    models = client.search_logged_models([e.experiment_id for e in client.search_experiments()])
+    assert models
+    for m in models:
+        if hit := _found(json.dumps({"params": m.params, "tags": m.tags, "name": m.name})):
+            leaks[f"logged model {m.model_id} params/tags"] = hit
+        dest = tmp / "all-models" / m.model_id
+        dest.mkdir(parents=True)
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=m.artifact_location,
+                                                        dst_path=str(dest)))  # fmt: skip
+        for p in root.rglob("*"):
+            if p.is_file():
+                n_files += 1
+                if hit := _found(p.read_bytes().decode("utf-8", "replace")):
+                    leaks[str(p.relative_to(tmp))] = hit
     assert n_files > 20
     assert not leaks, leaks
 

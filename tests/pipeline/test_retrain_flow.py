@@ -149,11 +149,23 @@ def test_first_run_promotes_with_an_auto_approval_recorded_as_such(two_runs: dic
     assert tags["rlsd.approval.mode"] == "auto" and tags["rlsd.gate.outcome"] == "promote"
     assert tags["rlsd.gate.decision"] == "passed" and len(tags["rlsd.gate.decision_digest"]) == 64
     assert tags["rlsd.pipeline_run_id"] == first["mlflow_run_id"]
-    # the weights are in the artifact store and load as a model
+    # the version's source is the logged model (transformers flavor, llm/v1/chat) of the
+    # winner's training run, which MLflow loads as a chat model
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=champ.source, dst_path=str(tmp / "dl"))
-    assert (Path(local) / "model.safetensors").exists() and (Path(local) / "config.json").exists()
+    from rlsd.tracking.logged_model import version_model_id
+    from rlsd.tracking.registry import download_version
+
+    model_id = version_model_id(champ)
+    assert model_id and champ.source == f"models:/{model_id}"
+    assert client.get_logged_model(model_id).source_run_id == tags["rlsd.train_run_id"]
+    chat = mlflow.pyfunc.load_model("models:/rlsd-policy@champion").predict(
+        {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 4}
+    )
+    assert chat[0]["object"] == "chat.completion"
+    # and its Hugging Face folder is what the next run's champion evaluation reads
+    local = Path(download_version(champ, tmp / "dl"))
+    assert (local / "model.safetensors").exists() and (local / "config.json").exists()
 
 
 def test_stage_runs_hold_every_artifact_the_lineage_needs(two_runs: dict) -> None:
