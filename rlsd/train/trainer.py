@@ -626,6 +626,11 @@ def _check_config(cfg: TrainConfig, world: int) -> None:
         )
     if cfg.rollout.engine == "vllm" and world > 1:
         raise ValueError("rollout.engine='vllm' is single-process in this version")
+    if cfg.rollout.engine == "vllm" and cfg.model.lora is not None:
+        # vLLM would sample from the base weights: the adapters live only in the trainer's
+        # module, and a sync of merged weights per step is not built, so training would be
+        # silently off-policy.
+        raise ValueError("rollout.engine='vllm' does not take model.lora: use rollout.engine=hf")
 
 
 def _resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
@@ -651,7 +656,8 @@ def make_engine(cfg: TrainConfig, policy: LoadedPolicy):
     if cfg.rollout.engine == "vllm":
         from rlsd.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(policy.path)
+        # the trainer's dtype, so vLLM's log-probs are those of the weights being trained
+        return VLLMEngine(policy.path, dtype=cfg.model.dtype)
     return HFGenerateEngine(
         policy.model, policy.tokenizer, cfg.rollout.max_batch_sequences, cfg.rollout.decode
     )
@@ -911,6 +917,9 @@ def train(
         _write_eval(s, "eval_after.json", eval_after)
         _write_eval(s, _step_eval(cfg.run.steps), eval_after)
     final_dir = _save_final(s)
+    close = getattr(s.engine, "close", None)
+    if close is not None:  # vLLM holds its KV cache and worker until closed
+        close()
     if sink is not None:
         sink.close()
     rows = read_metrics(metrics_path) if main else []

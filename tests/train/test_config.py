@@ -52,3 +52,22 @@ def test_unknown_fields_and_bad_files_are_refused(tmp_path):
 def test_teacher_template_must_show_the_privileged_context():
     with pytest.raises(ConfigError, match="privileged_context"):
         load_config(None, {"teacher.prompt_template": "{question} only"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "world", "refusal"),
+    [
+        (["rollout.engine=vllm", "model.lora.r=8"], 1, "does not take model.lora"),
+        (["rollout.engine=vllm"], 2, "single-process"),
+        (["rollout.prompts_per_step=3"], 2, "must divide evenly over 2 processes"),
+    ],
+)
+def test_training_refuses_combinations_it_cannot_run_on_policy(overrides, world, refusal):
+    """Refused before any model or engine is built: vLLM would sample from the base weights
+    while LoRA trains adapters (silently off-policy), and it runs in one process."""
+    from rlsd.train.trainer import _check_config
+
+    cfg = load_config(DEFAULT_CONFIG, overrides)
+    with pytest.raises(ValueError, match=refusal):
+        _check_config(cfg, world)
+    _check_config(load_config(DEFAULT_CONFIG), world)  # the defaults pass
